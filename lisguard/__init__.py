@@ -1,0 +1,1 @@
+"""lisguard: anti-CD38 interference alerts from HL7 v2 feeds."""

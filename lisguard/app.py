@@ -1,0 +1,194 @@
+"""Composition root: settings -> store, knowledge, ingest service, servers. No import-time work."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import ssl
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+from aiohttp import web
+
+from lisguard.domain.knowledge import KnowledgeBase, KnowledgeBaseError, load_knowledge_base
+from lisguard.hl7v2.framing import decode_bytes, split_messages
+from lisguard.logs import configure_logging
+from lisguard.services import IngestPolicy, Ingestor
+from lisguard.settings import Settings, TlsSettings
+from lisguard.store import open_store
+from lisguard.store.memory import MemoryStore
+from lisguard.transport.http import start_http
+from lisguard.transport.metrics import Metrics
+from lisguard.transport.mllp import MllpServer, send_files
+
+log = structlog.get_logger("lisguard")
+
+
+class ConfigError(Exception):
+    """A configuration or knowledge-base file is wrong; the message says which and where."""
+
+
+def load_knowledge(files: Sequence[Path]) -> KnowledgeBase:
+    try:
+        return load_knowledge_base(list(files))
+    except KnowledgeBaseError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def ingest_policy(settings: Settings) -> IngestPolicy:
+    s = settings.ingest
+    return IngestPolicy(
+        processing_ids=frozenset(s.processing_ids),
+        unknown_types=s.unknown_types,
+        type_actions=dict(s.type_actions),
+        always_reply=s.always_reply,
+        app_name=s.app_name,
+    )
+
+
+async def check(
+    files: Sequence[Path], knowledge: Sequence[Path], out: TextIO, err: TextIO
+) -> int:
+    """`lisguard check`: the ingest pipeline over files with an in-memory store."""
+    kb = load_knowledge(knowledge)
+    ingestor = Ingestor(MemoryStore(), kb)
+    await ingestor.store.open()
+    status = 0
+    for path in files:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            err.write(json.dumps({"file": str(path), "error": f"cannot read: {exc.strerror}"}) + "\n")
+            status = 1
+            continue
+        texts = split_messages(decode_bytes(raw))
+        if not texts:
+            err.write(json.dumps({"file": str(path), "error": "no HL7 message found"}) + "\n")
+            continue
+        for index, text in enumerate(texts, 1):
+            result = await ingestor.ingest(text.encode("utf-8"), peer=str(path), text=text)
+            if result.outcome in ("error", "rejected", "unavailable"):
+                err.write(
+                    json.dumps(
+                        {
+                            "file": str(path),
+                            "index": index,
+                            "message": result.control_id,
+                            "outcome": result.outcome,
+                            "error": result.error,
+                        }
+                    )
+                    + "\n"
+                )
+            for alert in result.alerts:
+                out.write(json.dumps(alert.to_json_dict()) + "\n")
+    await ingestor.store.close()
+    return status
+
+
+def server_ssl(tls: TlsSettings) -> ssl.SSLContext | None:
+    if tls.cert_file is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file is not None:
+        ctx.load_verify_locations(tls.client_ca_file)
+        ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+class Service:
+    """The running service: store, ingest, MLLP and HTTP listeners. `start` then `stop`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.kb = load_knowledge(settings.knowledge.files)
+        self.store = open_store(settings.store.url.get_secret_value())
+        self.ingestor = Ingestor(self.store, self.kb, ingest_policy(settings))
+        self.metrics = Metrics()
+        self.mllp: MllpServer | None = None
+        self.http: web.AppRunner | None = None
+        self.mllp_port: int | None = None
+        self.http_port: int | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.store.open()
+        if s.mllp.enabled:
+            self.mllp = MllpServer(
+                self.ingestor, s.mllp, metrics=self.metrics, ssl_context=server_ssl(s.mllp.tls)
+            )
+            await self.mllp.start()
+            self.mllp_port = self.mllp.port
+        if s.http.enabled:
+            self.http = await start_http(
+                self.ingestor, s.http, metrics=self.metrics, ssl_context=server_ssl(s.http.tls)
+            )
+            self.http_port = _bound_port(self.http)
+        log.info(
+            "started",
+            mllp_port=self.mllp_port,
+            http_port=self.http_port,
+            store=type(self.store).__name__,
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, finish in-flight messages, close the store."""
+        if self.mllp is not None:
+            await self.mllp.stop()
+        if self.http is not None:
+            await self.http.cleanup()
+        await self.store.close()
+        log.info("stopped")
+
+
+def _bound_port(runner: web.AppRunner) -> int | None:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    return None
+
+
+async def serve(settings: Settings) -> int:
+    """`lisguard serve`: run until SIGTERM/SIGINT, then stop accepting and finish in-flight work."""
+    configure_logging(settings.log)
+    service = Service(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await service.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+async def send(
+    files: Sequence[Path],
+    host: str,
+    port: int,
+    timeout: float,
+    use_tls: bool = False,
+    ca_file: Path | None = None,
+) -> int:
+    """`lisguard send`: each message of each file over MLLP; prints each ACK's MSA line."""
+    ctx: ssl.SSLContext | None = None
+    if use_tls:
+        ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    worst = 0
+    async for name, control_id, ack in send_files(files, host, port, timeout, ctx):
+        msa = next((s for s in ack.split("\r") if s.startswith("MSA")), "MSA|?")
+        print(f"{name}\t{control_id}\t{msa}")
+        code = msa[4:6]
+        if code not in ("AA", "CA"):
+            worst = 1
+    return worst

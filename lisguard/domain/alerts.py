@@ -1,0 +1,121 @@
+"""Alerts: what lisguard tells the lab. Rule ids and recommendation codes are a stable contract."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Severity(StrEnum):
+    HIGH = "high"  # act before the sample is tested or the unit issued
+    MEDIUM = "medium"  # read a result with the drug in mind
+    LOW = "low"  # information
+
+
+SEVERITY_RANK = {Severity.HIGH: 3, Severity.MEDIUM: 2, Severity.LOW: 1}
+
+
+class RuleId(StrEnum):
+    BASELINE_WORKUP = "baseline-workup"
+    BB_SEROLOGY = "bb-serology"
+    SPEP_IFE = "spep-ife"
+    FLOW_MRD = "flow-mrd"
+    UNEXPLAINED_PANREACTIVITY = "unexplained-panreactivity"
+
+
+class Recommendation(StrEnum):
+    BASELINE_TYPE_AND_SCREEN = "BASELINE_TYPE_AND_SCREEN"
+    PRETREATMENT_PHENOTYPE = "PRETREATMENT_PHENOTYPE"
+    DTT_TREATED_REAGENT_CELLS = "DTT_TREATED_REAGENT_CELLS"
+    KELL_NEGATIVE_UNITS = "KELL_NEGATIVE_UNITS"
+    PHENOTYPE_MATCHED_UNITS = "PHENOTYPE_MATCHED_UNITS"
+    DRUG_SPECIFIC_IFE_REFLEX = "DRUG_SPECIFIC_IFE_REFLEX"
+    MASS_SPEC_MPROTEIN = "MASS_SPEC_MPROTEIN"
+    CD38_INDEPENDENT_GATING = "CD38_INDEPENDENT_GATING"
+    CHECK_ANTI_CD38_HISTORY = "CHECK_ANTI_CD38_HISTORY"
+
+
+# One line each, shown next to the code on the technologist page and in the README.
+RECOMMENDATION_TEXT: dict[Recommendation, str] = {
+    Recommendation.BASELINE_TYPE_AND_SCREEN: (
+        "Draw ABO/RhD and an antibody screen before the first anti-CD38 dose."
+    ),
+    Recommendation.PRETREATMENT_PHENOTYPE: (
+        "Extended RBC phenotype (C, c, E, e, K, Jka, Jkb, Fya, Fyb, S, s) before the first dose;"
+        " RBC genotype if already dosed."
+    ),
+    Recommendation.DTT_TREATED_REAGENT_CELLS: (
+        "Use 0.2 M DTT-treated reagent cells for antibody screen/ID and AHG crossmatch."
+    ),
+    Recommendation.KELL_NEGATIVE_UNITS: (
+        "DTT destroys Kell antigens, so anti-K cannot be excluded: give K-negative red cells."
+    ),
+    Recommendation.PHENOTYPE_MATCHED_UNITS: (
+        "A pre-treatment phenotype/genotype is on file: select antigen-matched red cells."
+    ),
+    Recommendation.DRUG_SPECIFIC_IFE_REFLEX: (
+        "Reflex to drug-specific IFE (daratumumab/isatuximab shift assay) before calling a small"
+        " IgG-kappa band disease."
+    ),
+    Recommendation.MASS_SPEC_MPROTEIN: (
+        "Mass spectrometry can tell the patient's M-protein from the therapeutic antibody."
+    ),
+    Recommendation.CD38_INDEPENDENT_GATING: (
+        "Gate plasma cells without relying on CD38: multi-epitope CD38, VS38c, CD229, CD138."
+    ),
+    Recommendation.CHECK_ANTI_CD38_HISTORY: (
+        "Panreactive screen: ask pharmacy/clinic about anti-CD38 (or anti-CD47) therapy before a"
+        " full workup."
+    ),
+}
+
+
+class EvidenceItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    message: str
+    location: str
+    text: str
+    time: datetime | None = None
+
+
+class Alert(BaseModel):
+    """One alert about one patient, rule and order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    rule: RuleId
+    patient: str  # PID-3.1
+    patient_authority: str = ""
+    message: str  # MSH-10 of the message that raised it
+    order: str
+    severity: Severity
+    recommendations: tuple[Recommendation, ...]
+    text: str
+    drugs: tuple[str, ...] = ()
+    event_time: datetime | None = None
+    location: str = ""
+    evidence: tuple[EvidenceItem, ...] = Field(default=())
+    sources: tuple[str, ...] = ()
+
+    @property
+    def patient_key(self) -> str:
+        return f"{self.patient}^{self.patient_authority}" if self.patient_authority else self.patient
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def alert_id(patient_key: str, rule: RuleId, order: str) -> str:
+    """Deterministic id: the same patient, rule and order always give the same id.
+
+    That is what makes "one alert per patient, rule and order" hold across replays, restarts
+    and replicas: the store can refuse a second insert of the same id.
+    """
+    digest = hashlib.sha256(f"{patient_key}\x1f{rule.value}\x1f{order}".encode()).hexdigest()
+    return digest[:24]

@@ -1,0 +1,89 @@
+"""What a rule sees, and what it returns. Rules are small callables: `(RuleContext) -> drafts`."""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from lisguard.domain.alerts import EvidenceItem, Recommendation, RuleId, Severity
+from lisguard.domain.facts import ClinicalMessage, LabOrder
+from lisguard.domain.knowledge import Drug, Effect, KnowledgeBase, TestCategory
+from lisguard.domain.patient import PatientState
+
+
+def add_months(when: datetime, months: int) -> datetime:
+    month0 = when.month - 1 + months
+    year, month = when.year + month0 // 12, month0 % 12 + 1
+    day = min(when.day, calendar.monthrange(year, month)[1])
+    return when.replace(year=year, month=month, day=day)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveExposure:
+    drug: Drug
+    last_point: datetime | None
+    window_end: datetime | None
+    evidence: tuple[EvidenceItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDraft:
+    rule: RuleId
+    order: str
+    severity: Severity
+    recommendations: list[Recommendation]
+    text: str
+    drugs: list[str] = field(default_factory=list)
+    event_time: datetime | None = None
+    evidence: list[EvidenceItem] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RuleContext:
+    """The message, the patient before and after it, and the catalog."""
+
+    message: ClinicalMessage
+    patient_key: str
+    before: PatientState
+    after: PatientState
+    kb: KnowledgeBase
+    # derived once per message, shared by all rules:
+    order_categories: list[frozenset[TestCategory]] = field(default_factory=list)
+    new_pharmacy_drugs: list[Drug] = field(default_factory=list)
+
+    def lab_orders(self) -> Iterable[tuple[LabOrder, frozenset[TestCategory]]]:
+        """Orders that are live (not cancelled), with their test categories."""
+        for order, cats in zip(self.message.lab_orders, self.order_categories, strict=True):
+            if not order.cancelled:
+                yield order, cats
+
+    def order_time(self, order: LabOrder) -> datetime | None:
+        return order.time or self.message.time
+
+    def drugs_with(self, effect: Effect) -> set[str]:
+        return {d.id for d in self.kb.drugs.values() if d.enabled and effect in d.effects}
+
+    def active(self, when: datetime | None, effect: Effect) -> list[ActiveExposure]:
+        """Exposures with `effect` active at `when`, judged on event time (never the wall clock).
+
+        Active: first exposure point <= when <= last exposure point + the drug's window. An
+        event with no time at all is judged against every dated exposure (the safe side).
+        """
+        found: list[ActiveExposure] = []
+        for drug_id, exp in self.after.exposures.items():
+            drug = self.kb.drugs.get(drug_id)
+            if drug is None or not drug.enabled or effect not in drug.effects:
+                continue
+            if exp.first_point is None or exp.last_point is None:
+                continue  # an undated exposure cannot be placed in time
+            end = add_months(exp.last_point, self.kb.window_months(drug))
+            if when is not None and not (exp.first_point <= when <= end):
+                continue
+            found.append(ActiveExposure(drug, exp.last_point, end, tuple(exp.evidence)))
+        return found
+
+
+Rule = Callable[[RuleContext], Iterable[AlertDraft]]

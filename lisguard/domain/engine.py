@@ -1,0 +1,222 @@
+"""The clinical engine: one message in, the patient's new state and any alerts out.
+
+Pure: the caller loads the states it needs (the message's patient and any merged identifiers),
+calls `evaluate`, and persists what comes back. Nothing here reads a clock: every time is the
+message's own, so replaying a feed gives the same alerts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from lisguard.domain.alerts import Alert, EvidenceItem, alert_id
+from lisguard.domain.context import Rule, RuleContext
+from lisguard.domain.facts import ClinicalMessage, Medication, MedicationAction
+from lisguard.domain.knowledge import Drug, KnowledgeBase, TestCategory
+from lisguard.domain.patient import Exposure, IsotypeStatement, PatientState, RbcTyping
+from lisguard.domain.rules import DEFAULT_RULES
+
+# Observation types a person writes into: scanned for drug mentions.
+NARRATIVE_TYPES = frozenset({"TX", "ST", "FT"})
+TYPING = frozenset({TestCategory.RBC_PHENOTYPE, TestCategory.RBC_GENOTYPE})
+MPROTEIN = frozenset({TestCategory.IFE, TestCategory.SPEP})
+# OBX-11 statuses that withdraw a result
+WITHDRAWN = frozenset({"X", "D", "W"})
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A change worth an audit event: exposure, typing or isotype recorded, merge."""
+
+    kind: str
+    patient: str
+    detail: str
+
+
+@dataclass
+class Outcome:
+    states: dict[str, PatientState]  # states to persist (empty when nothing changed)
+    removed: list[str]  # merged-away patient keys whose state moved to the survivor
+    alerts: list[Alert]
+    changes: list[StateChange]
+
+
+def patient_keys(msg: ClinicalMessage) -> list[str]:
+    """The states `evaluate` needs for this message."""
+    if msg.patient is None:
+        return []
+    return [msg.patient.key, *(p.key for p in msg.merged_from if p.key != msg.patient.key)]
+
+
+def evaluate(
+    msg: ClinicalMessage,
+    states: Mapping[str, PatientState],
+    kb: KnowledgeBase,
+    rules: Sequence[Rule] = DEFAULT_RULES,
+) -> Outcome:
+    """Apply one message to the patient's state, then run the rules over it."""
+    if msg.patient is None:
+        return Outcome({}, [], [], [])
+    key = msg.patient.key
+    before = states.get(key) or PatientState(key=key)
+    after = before.model_copy(deep=True)
+    changes: list[StateChange] = []
+    removed: list[str] = []
+
+    for prior in msg.merged_from:
+        if prior.key == key:
+            continue
+        old = states.get(prior.key)
+        if old is not None:
+            after.absorb(old)
+            removed.append(prior.key)
+        elif prior.key not in after.merged_from:
+            after.merged_from.append(prior.key)
+        changes.append(StateChange("merge", key, f"{prior.key} merged into {key}"))
+
+    ctx = RuleContext(msg, key, before, after, kb)
+    _record_pharmacy(ctx, changes)
+    _record_mentions(ctx, changes)
+    _record_lab_findings(ctx, changes)
+
+    alerts: list[Alert] = []
+    for rule in rules:
+        for draft in rule(ctx):
+            aid = alert_id(key, draft.rule, draft.order)
+            if aid in after.alerted:
+                continue  # one alert per patient, rule and order
+            after.alerted.append(aid)
+            alerts.append(
+                Alert(
+                    id=aid,
+                    rule=draft.rule,
+                    patient=msg.patient.id,
+                    patient_authority=msg.patient.authority,
+                    message=msg.key.control_id,
+                    order=draft.order,
+                    severity=draft.severity,
+                    recommendations=tuple(draft.recommendations),
+                    text=draft.text,
+                    drugs=tuple(draft.drugs),
+                    event_time=draft.event_time,
+                    location=msg.location,
+                    evidence=tuple(draft.evidence),
+                    sources=tuple(draft.sources),
+                )
+            )
+    if after == before and not removed:
+        return Outcome({}, [], alerts, changes)
+    if msg.time is not None:
+        after.updated = msg.time
+    return Outcome({key: after}, removed, alerts, changes)
+
+
+def _exposure(ctx: RuleContext, drug: Drug, kind: str, changes: list[StateChange]) -> Exposure:
+    exp = ctx.after.exposures.get(drug.id)
+    if exp is None:
+        exp = ctx.after.exposures[drug.id] = Exposure(drug=drug.id)
+        changes.append(StateChange("exposure", ctx.patient_key, f"{drug.id} ({kind})"))
+    return exp
+
+
+def _record_pharmacy(ctx: RuleContext, changes: list[StateChange]) -> None:
+    msg = ctx.message
+    for med in msg.medications:
+        if med.not_given:
+            continue  # refused, not administered, cancelled: not an exposure
+        drug = _drug_of(ctx.kb, med)
+        if drug is None:
+            continue
+        when = med.time or msg.time
+        ev = EvidenceItem(
+            message=msg.key.control_id, location=med.location, text=_codes_text(med), time=when
+        )
+        _exposure(ctx, drug, med.action.value, changes).add_point(when, med.action.value, ev)
+        if med.action in (MedicationAction.ORDER, MedicationAction.ADMINISTRATION):
+            ctx.new_pharmacy_drugs.append(drug)
+
+
+def _record_mentions(ctx: RuleContext, changes: list[StateChange]) -> None:
+    msg = ctx.message
+    texts = [(ft.location, ft.text) for ft in msg.free_text]
+    for order in msg.lab_orders:
+        if order.clinical_info:
+            texts.append(("OBR-13", order.clinical_info))
+        texts.extend(("NTE-3", note) for note in order.notes)
+        for obs in order.observations:
+            if obs.value_type in NARRATIVE_TYPES:
+                texts.extend(("OBX-5", v) for v in obs.values)
+    for location, text in texts:
+        for mention in ctx.kb.mentions(text):
+            if not mention.drug.enabled:
+                continue
+            ev = EvidenceItem(
+                message=msg.key.control_id, location=location, text=text[:200], time=msg.time
+            )
+            _exposure(ctx, mention.drug, "mention", changes).add_point(msg.time, "mention", ev)
+
+
+def _record_lab_findings(ctx: RuleContext, changes: list[StateChange]) -> None:
+    """Test categories per order; RBC typing, K status and M-protein isotype from results."""
+    kb, msg, after = ctx.kb, ctx.message, ctx.after
+    control_id = msg.key.control_id
+    for order in msg.lab_orders:
+        cats = set(kb.categorize(order.service)) | set(kb.categorize(order.alt_service))
+        typing: RbcTyping | None = None
+        isotype: IsotypeStatement | None = None
+        for obs in order.observations:
+            obs_cats = kb.categorize(obs.code) | kb.categorize(obs.alt_code)
+            cats |= obs_cats
+            if obs.status in WITHDRAWN or not obs.values:
+                continue
+            when = obs.time or order.time or msg.time
+            if obs_cats & TYPING:
+                kind = "genotype" if TestCategory.RBC_GENOTYPE in obs_cats else "phenotype"
+                if typing is None:
+                    typing = RbcTyping(kind=kind, time=when, message=control_id)
+                elif kind == "genotype":
+                    typing.kind = kind
+                definition = kb.test_for(obs.code) or kb.test_for(obs.alt_code)
+                if definition is not None and definition.antigen:
+                    status = kb.antigen_status(definition.antigen, obs.values[0])
+                    if status is not None:
+                        typing.antigens[definition.antigen] = status
+            if isotype is None and (obs_cats | cats) & MPROTEIN:
+                isotype = _isotype_in(kb, obs.values, when, control_id)
+        if isotype is None and cats & MPROTEIN:
+            isotype = _isotype_in(kb, order.notes, order.time or msg.time, control_id)
+        if isotype is not None:
+            after.add_isotype(isotype)
+            changes.append(StateChange("isotype", ctx.patient_key, isotype.isotype))
+        if typing is not None:
+            after.add_typing(typing)
+            if "K" in typing.antigens:
+                after.k_positive = typing.antigens["K"]
+            antigens = ",".join(f"{a}{'+' if v else '-'}" for a, v in sorted(typing.antigens.items()))
+            changes.append(StateChange("typing", ctx.patient_key, f"{typing.kind} {antigens}"))
+        ctx.order_categories.append(frozenset(cats))
+
+
+def _isotype_in(
+    kb: KnowledgeBase, texts: Sequence[str], when: datetime | None, message: str
+) -> IsotypeStatement | None:
+    for text in texts:
+        found = kb.mprotein_isotype(text)
+        if found:
+            return IsotypeStatement(isotype=found, time=when, message=message)
+    return None
+
+
+def _drug_of(kb: KnowledgeBase, med: Medication) -> Drug | None:
+    for coded in med.codes:
+        drug = kb.drug_for_code(coded)
+        if drug is not None and drug.enabled:
+            return drug
+    return None
+
+
+def _codes_text(med: Medication) -> str:
+    parts = ("^".join(p for p in (c.code, c.text, c.system) if p) for c in med.codes)
+    return "; ".join(p for p in parts if p)[:200]

@@ -1,0 +1,137 @@
+"""What an HL7 message says, in the lab's words.
+
+The hl7v2 layer translates ER7 text into these plain records; rules never see HL7 syntax.
+They are frozen dataclasses with slots rather than pydantic models because one is built per
+message on the hot ingest path, and nothing here needs validation: the translator fills them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class PatientId:
+    """PID-3 (or MRG-1): identifier plus its assigning authority."""
+
+    id: str
+    authority: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.id}^{self.authority}" if self.authority else self.id
+
+    @classmethod
+    def from_key(cls, key: str) -> PatientId:
+        ident, _, authority = key.partition("^")
+        return cls(ident, authority)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageKey:
+    """MSH-3 sending application, MSH-4 sending facility, MSH-10 control id: a message's identity."""
+
+    sending_application: str
+    sending_facility: str
+    control_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Coded:
+    """One coded element (CE/CWE): code, text, coding system; alternate triplet kept separately."""
+
+    code: str = ""
+    text: str = ""
+    system: str = ""
+
+    def is_empty(self) -> bool:
+        return not (self.code or self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Where a fact came from: which message, which segment/field, and what it said."""
+
+    message: str  # MSH-10
+    location: str  # e.g. "RXA-5", "OBR-13", "NTE-3"
+    text: str  # what the field said (codes and names, never the whole message)
+    time: datetime | None = None
+
+
+class MedicationAction(StrEnum):
+    ORDER = "order"  # RXO / RXE: a planned or ongoing course
+    DISPENSE = "dispense"  # RXD
+    GIVE = "give"  # RXG: give instruction
+    ADMINISTRATION = "administration"  # RXA: a dose given (dates the last dose)
+
+
+@dataclass(frozen=True, slots=True)
+class Medication:
+    """A drug named by a pharmacy segment."""
+
+    action: MedicationAction
+    codes: tuple[Coded, ...]
+    time: datetime | None  # administration start, planned start, or dispense time
+    order_id: str
+    location: str  # segment-field that named the drug, e.g. "RXA-5"
+    not_given: bool = False  # RXA-20 completion status RE/NA, or an order cancelled (ORC-1 CA/DC)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One OBX."""
+
+    code: Coded
+    alt_code: Coded  # OBX-3 alternate triplet: many feeds send a local code first, LOINC second
+    value_type: str
+    values: tuple[str, ...]  # OBX-5 repetitions, unescaped; coded values give their text or code
+    time: datetime | None
+    abnormal_flags: tuple[str, ...] = ()
+    status: str = ""  # OBX-11
+    set_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LabOrder:
+    """An OBR (with its ORC and OBX/NTE children): a test ordered or resulted."""
+
+    order_id: str  # placer or filler order number; falls back to MSH-10 + OBR-1
+    service: Coded  # OBR-4 universal service id
+    alt_service: Coded  # OBR-4 alternate triplet (components 4-6)
+    time: datetime | None  # OBR-7 observation time, else ORC-9, else MSH-7
+    resulted: bool  # carries results (ORU/OUL, or OBX present)
+    cancelled: bool  # ORC-1 CA/DC/OC or OBR-25 X
+    observations: tuple[Observation, ...] = ()
+    notes: tuple[str, ...] = ()  # NTE-3 under the OBR/OBX
+    clinical_info: str = ""  # OBR-13 relevant clinical information
+
+
+@dataclass(frozen=True, slots=True)
+class FreeText:
+    """A piece of narrative a person wrote (NTE, OBR-13, TX/ST/FT OBX values)."""
+
+    location: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClinicalMessage:
+    """Everything lisguard needs from one HL7 message."""
+
+    key: MessageKey
+    message_type: str  # e.g. "ORM^O01"
+    version: str
+    time: datetime | None  # MSH-7
+    patient: PatientId | None
+    location: str = ""  # PV1-3 point of care, for routing alerts
+    medications: tuple[Medication, ...] = ()
+    lab_orders: tuple[LabOrder, ...] = ()
+    free_text: tuple[FreeText, ...] = ()
+    merged_from: tuple[PatientId, ...] = ()  # MRG-1: prior ids now part of `patient`
+    notes: tuple[str, ...] = field(default=())  # translator remarks (e.g. unreadable timestamp)
+
+    @property
+    def event_time(self) -> datetime | None:
+        return self.time

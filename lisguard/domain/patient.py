@@ -1,0 +1,152 @@
+"""What lisguard remembers about a patient: exposures, RBC typing on file, own M-protein isotype.
+
+Persisted as JSON by the stores, so it is a pydantic model with plain fields. Lists that grow
+with the feed are bounded: the rules need the first and last exposure points, whether a
+pre-treatment typing exists, and the isotype stated before therapy - not the whole history
+(the raw messages and the audit log keep that).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from lisguard.domain.alerts import EvidenceItem
+
+MAX_EVIDENCE = 5
+MAX_RECORDS = 10
+
+
+class Exposure(BaseModel):
+    """One drug a patient is (or was) on, as the feeds said."""
+
+    drug: str
+    first_point: datetime | None = None  # earliest dated dose / planned start / mention
+    last_point: datetime | None = None  # latest of them: the window runs from here
+    last_dose: datetime | None = None  # latest administration (RXA)
+    planned_start: datetime | None = None  # latest order's planned start
+    kinds: list[str] = Field(default_factory=list)  # order, administration, dispense, mention...
+    evidence: list[EvidenceItem] = Field(default_factory=list)
+
+    def add_point(self, when: datetime | None, kind: str, evidence: EvidenceItem) -> None:
+        self.first_point = _earliest(self.first_point, when)
+        self.last_point = _latest(self.last_point, when)
+        if kind == "administration":
+            self.last_dose = _latest(self.last_dose, when)
+        elif kind in ("order", "dispense", "give"):
+            self.planned_start = _latest(self.planned_start, when)
+        if kind not in self.kinds:
+            self.kinds.append(kind)
+        self.evidence.append(evidence)
+        del self.evidence[:-MAX_EVIDENCE]
+
+
+class RbcTyping(BaseModel):
+    """An RBC phenotype or genotype result."""
+
+    kind: str  # "phenotype" | "genotype"
+    time: datetime | None
+    antigens: dict[str, bool] = Field(default_factory=dict)  # e.g. {"K": False, "E": True}
+    message: str = ""
+
+
+class IsotypeStatement(BaseModel):
+    """An IFE/SPEP result stating the M-protein isotype."""
+
+    isotype: str
+    time: datetime | None
+    message: str = ""
+
+
+class PatientState(BaseModel):
+    key: str  # PatientId.key: "id^authority"
+    exposures: dict[str, Exposure] = Field(default_factory=dict)
+    typings: list[RbcTyping] = Field(default_factory=list)
+    k_positive: bool | None = None  # K (KEL1) antigen status, None when unknown
+    isotypes: list[IsotypeStatement] = Field(default_factory=list)
+    alerted: list[str] = Field(default_factory=list)  # alert ids already raised
+    merged_from: list[str] = Field(default_factory=list)
+    updated: datetime | None = None
+
+    def first_point(self, drugs: set[str] | None = None) -> datetime | None:
+        """Earliest exposure point over the given drugs (all when None)."""
+        points = [
+            e.first_point
+            for d, e in self.exposures.items()
+            if e.first_point is not None and (drugs is None or d in drugs)
+        ]
+        return min(points) if points else None
+
+    def has_pretreatment_typing(self, rbc_drugs: set[str]) -> bool:
+        """A genotype at any time, or a phenotype dated before the first red-cell-affecting dose."""
+        start = self.first_point(rbc_drugs)
+        for typing in self.typings:
+            if typing.kind == "genotype":
+                return True
+            if start is None or (typing.time is not None and typing.time < start):
+                return True
+        return False
+
+    def own_isotype(self, spep_drugs: set[str]) -> str | None:
+        """The isotype an IFE stated before the first SPEP-affecting exposure (after, it may be
+        the drug's own IgG-kappa band)."""
+        start = self.first_point(spep_drugs)
+        found: IsotypeStatement | None = None
+        for st in self.isotypes:
+            if start is not None and (st.time is None or st.time >= start):
+                continue
+            if found is None or (st.time and found.time and st.time > found.time):
+                found = st
+        return found.isotype if found else None
+
+    def add_typing(self, typing: RbcTyping) -> None:
+        self.typings.append(typing)
+        # keep genotypes and the earliest phenotypes: those are what make a typing "pre-treatment"
+        if len(self.typings) > MAX_RECORDS:
+            self.typings.sort(key=lambda t: (t.kind != "genotype", t.time or datetime.min))
+            del self.typings[MAX_RECORDS:]
+
+    def add_isotype(self, statement: IsotypeStatement) -> None:
+        self.isotypes.append(statement)
+        if len(self.isotypes) > MAX_RECORDS:
+            self.isotypes.sort(key=lambda s: s.time or datetime.min)
+            del self.isotypes[MAX_RECORDS:]
+
+    def absorb(self, other: PatientState) -> None:
+        """Merge another identifier's state into this one (ADT merge: this is the survivor)."""
+        for drug, exp in other.exposures.items():
+            mine = self.exposures.get(drug)
+            if mine is None:
+                self.exposures[drug] = exp.model_copy(deep=True)
+                continue
+            for ev in exp.evidence:
+                mine.evidence.append(ev)
+            del mine.evidence[:-MAX_EVIDENCE]
+            mine.first_point = _earliest(mine.first_point, exp.first_point)
+            mine.last_point = _latest(mine.last_point, exp.last_point)
+            mine.last_dose = _latest(mine.last_dose, exp.last_dose)
+            mine.planned_start = _latest(mine.planned_start, exp.planned_start)
+            for k in exp.kinds:
+                if k not in mine.kinds:
+                    mine.kinds.append(k)
+        for typing in other.typings:
+            self.add_typing(typing)
+        if self.k_positive is None:
+            self.k_positive = other.k_positive
+        for st in other.isotypes:
+            self.add_isotype(st)
+        for a in other.alerted:
+            if a not in self.alerted:
+                self.alerted.append(a)
+        for key in [other.key, *other.merged_from]:
+            if key not in self.merged_from:
+                self.merged_from.append(key)
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)

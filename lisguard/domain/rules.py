@@ -1,0 +1,218 @@
+"""The rules. Each is a small callable `(RuleContext) -> Iterable[AlertDraft]`; the engine runs them
+in order over every message, after the patient's state has taken in what the message said.
+
+Rule ids and recommendation codes are a contract (docs/ALERTS.md); so are the conditions here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from lisguard.domain.alerts import EvidenceItem, Recommendation, RuleId, Severity
+from lisguard.domain.context import ActiveExposure, AlertDraft, Rule, RuleContext
+from lisguard.domain.facts import LabOrder
+from lisguard.domain.knowledge import Effect, TestCategory
+
+R = Recommendation
+ANTI_CD38 = "anti_cd38"
+
+
+def baseline_workup(ctx: RuleContext) -> Iterable[AlertDraft]:
+    """First anti-CD38 order/administration, no pre-treatment RBC phenotype/genotype on file."""
+    anti_cd38 = {d.id for d in ctx.kb.drugs.values() if d.drug_class == ANTI_CD38}
+    new = [d for d in ctx.new_pharmacy_drugs if d.id in anti_cd38]
+    if not new or ctx.before.first_point(anti_cd38) is not None:
+        return
+    if ctx.after.has_pretreatment_typing(ctx.drugs_with(Effect.RBC_SEROLOGY)):
+        return
+    drug = new[0]
+    exp = ctx.after.exposures[drug.id]
+    yield AlertDraft(
+        rule=RuleId.BASELINE_WORKUP,
+        order="",  # once per patient
+        severity=Severity.HIGH,
+        recommendations=[R.BASELINE_TYPE_AND_SCREEN, R.PRETREATMENT_PHENOTYPE],
+        text=(
+            f"{drug.name} ordered/given, no pre-treatment RBC phenotype or genotype on file: "
+            "draw ABO/RhD, antibody screen and extended phenotype before the first dose "
+            "(genotype if already dosed)."
+        ),
+        drugs=[drug.id],
+        event_time=exp.first_point,
+        evidence=list(exp.evidence[-1:]),
+        sources=["DARZALEX", "ANZSBT", "SURVEY"],
+    )
+
+
+def bb_serology(ctx: RuleContext) -> Iterable[AlertDraft]:
+    """IAT-phase blood bank test while a red-cell-affecting exposure is active."""
+    rbc_drugs = ctx.drugs_with(Effect.RBC_SEROLOGY)
+    for order, cats in ctx.lab_orders():
+        if TestCategory.IAT_SEROLOGY not in cats:
+            continue  # ABO/RhD alone has no AHG phase: never alerts
+        when = ctx.order_time(order)
+        active = ctx.active(when, Effect.RBC_SEROLOGY)
+        if not active:
+            continue
+        recs = [R.DTT_TREATED_REAGENT_CELLS]
+        advice = ["use DTT-treated reagent cells"]
+        if ctx.after.k_positive is not True:
+            recs.append(R.KELL_NEGATIVE_UNITS)
+            advice.append("give K-negative units")
+        if ctx.after.has_pretreatment_typing(rbc_drugs):
+            recs.append(R.PHENOTYPE_MATCHED_UNITS)
+            advice.append("pre-treatment phenotype on file: antigen-match units")
+        yield AlertDraft(
+            rule=RuleId.BB_SEROLOGY,
+            order=order.order_id,
+            severity=Severity.HIGH,
+            recommendations=recs,
+            text=f"{_on(active)}: expect panreactive IAT; {'; '.join(advice)}.",
+            drugs=[a.drug.id for a in active],
+            event_time=when,
+            evidence=_evidence(ctx, order, active),
+            sources=["DARZALEX", "ANZSBT", "BBGUY", "SURVEY"],
+        )
+
+
+def spep_ife(ctx: RuleContext) -> Iterable[AlertDraft]:
+    """SPEP/IFE while an SPEP-affecting (IgG-kappa therapeutic antibody) exposure is active."""
+    for order, cats in ctx.lab_orders():
+        if not cats & {TestCategory.SPEP, TestCategory.IFE}:
+            continue
+        when = ctx.order_time(order)
+        active = ctx.active(when, Effect.SPEP_IFE)
+        if not active:
+            continue
+        recs = []
+        if any(a.drug.drug_specific_ife for a in active):
+            recs.append(R.DRUG_SPECIFIC_IFE_REFLEX)
+        recs.append(R.MASS_SPEC_MPROTEIN)
+        own = ctx.after.own_isotype(ctx.drugs_with(Effect.SPEP_IFE))
+        igg_kappa = own is not None and own.lower() == "igg kappa"
+        if igg_kappa:
+            tail = "patient's own M-protein is IgG kappa: a small IgG-kappa band may be the drug"
+        else:
+            tail = "a small IgG-kappa band in the gamma region may be the drug, not disease"
+        yield AlertDraft(
+            rule=RuleId.SPEP_IFE,
+            order=order.order_id,
+            severity=Severity.HIGH if igg_kappa else Severity.MEDIUM,
+            recommendations=recs,
+            text=f"{_on(active)}: {tail}.",
+            drugs=[a.drug.id for a in active],
+            event_time=when,
+            evidence=_evidence(ctx, order, active),
+            sources=["DARZALEX", "VANDEDONK 2018", "IMWG-MS 2021"],
+        )
+
+
+def flow_mrd(ctx: RuleContext) -> Iterable[AlertDraft]:
+    """Flow-cytometry MRD / plasma-cell panel while an anti-CD38 exposure is active."""
+    for order, cats in ctx.lab_orders():
+        if TestCategory.FLOW_MRD not in cats:
+            continue
+        when = ctx.order_time(order)
+        active = ctx.active(when, Effect.CD38_FLOW)
+        if not active:
+            continue
+        yield AlertDraft(
+            rule=RuleId.FLOW_MRD,
+            order=order.order_id,
+            severity=Severity.MEDIUM,
+            recommendations=[R.CD38_INDEPENDENT_GATING],
+            text=f"{_on(active)}: CD38 on plasma cells is masked; gate without relying on CD38.",
+            drugs=[a.drug.id for a in active],
+            event_time=when,
+            evidence=_evidence(ctx, order, active),
+            sources=["NG 2021", "EUROFLOW 2016"],
+        )
+
+
+def unexplained_panreactivity(ctx: RuleContext) -> Iterable[AlertDraft]:
+    """A panreactive antibody screen/ID for a patient with no active red-cell-affecting exposure."""
+    for order, cats in ctx.lab_orders():
+        if TestCategory.IAT_SEROLOGY not in cats or not order.observations:
+            continue
+        if not _panreactive(ctx, order):
+            continue
+        when = ctx.order_time(order)
+        if ctx.active(when, Effect.RBC_SEROLOGY):
+            continue  # explained: bb-serology covers it
+        past = _past_exposure(ctx, when)
+        yield AlertDraft(
+            rule=RuleId.UNEXPLAINED_PANREACTIVITY,
+            order=order.order_id,
+            severity=Severity.HIGH,
+            recommendations=[R.CHECK_ANTI_CD38_HISTORY],
+            text="Panreactive antibody screen/ID with no known anti-CD38 therapy"
+            + (f" ({past})" if past else "")
+            + ": ask pharmacy/clinic about anti-CD38 or anti-CD47 therapy before a full workup.",
+            event_time=when,
+            evidence=[_order_evidence(ctx, order)],
+            sources=["SURVEY", "DARZALEX"],
+        )
+
+
+DEFAULT_RULES: Sequence[Rule] = (
+    baseline_workup,
+    bb_serology,
+    spep_ife,
+    flow_mrd,
+    unexplained_panreactivity,
+)
+
+
+def _panreactive(ctx: RuleContext, order: LabOrder) -> bool:
+    kb = ctx.kb
+    if any(kb.says_panreactive(n) for n in order.notes):
+        return True
+    cells: list[bool | None] = []
+    for obs in order.observations:
+        if any(kb.says_panreactive(v) for v in obs.values):
+            return True
+        if kb.is_screening_cell(obs.code) and obs.values:
+            cells.append(kb.is_reactive(obs.values[0]))
+    return len(cells) >= 2 and all(c is True for c in cells)
+
+
+def _past_exposure(ctx: RuleContext, when: datetime | None) -> str:
+    rbc = ctx.drugs_with(Effect.RBC_SEROLOGY)
+    known = [e for d, e in ctx.after.exposures.items() if d in rbc and e.last_point]
+    if not known:
+        return ""
+    last = max(known, key=lambda e: e.last_point or datetime.min)
+    return f"{ctx.kb.drugs[last.drug].name} last seen {_day(last.last_point)}, outside the window"
+
+
+def _on(active: list[ActiveExposure]) -> str:
+    parts = []
+    for a in active:
+        parts.append(
+            f"{a.drug.name} (last {_day(a.last_point)}, window to {_day(a.window_end)})"
+        )
+    return "On " + ", ".join(parts)
+
+
+def _day(when: datetime | None) -> str:
+    return when.date().isoformat() if when else "date unknown"
+
+
+def _order_evidence(ctx: RuleContext, order: LabOrder) -> EvidenceItem:
+    svc = order.service
+    return EvidenceItem(
+        message=ctx.message.key.control_id,
+        location="OBR-4",
+        text="^".join(p for p in (svc.code, svc.text, svc.system) if p),
+        time=ctx.order_time(order),
+    )
+
+
+def _evidence(
+    ctx: RuleContext, order: LabOrder, active: list[ActiveExposure]
+) -> list[EvidenceItem]:
+    items = [_order_evidence(ctx, order)]
+    for a in active:
+        items.extend(a.evidence[-2:])
+    return items

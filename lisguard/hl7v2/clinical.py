@@ -1,0 +1,274 @@
+"""Translate a parsed HL7 v2 message into a `ClinicalMessage`: the facts the rules need.
+
+One pass over the segments. Structures differ by message type and vendor (ORC before OBR in
+ORM/OML/ORU, after it in OUL; TQ1 before or after RXE), so the walk keeps the current order group
+(ORC ... next ORC) and the current OBR, instead of relying on hl7apy's group definitions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from lisguard.domain.facts import (
+    ClinicalMessage,
+    Coded,
+    FreeText,
+    LabOrder,
+    Medication,
+    MedicationAction,
+    MessageKey,
+    Observation,
+    PatientId,
+)
+from lisguard.hl7v2.reader import Message, Segment, parse_ts
+
+# ORC-1 order control codes meaning the order will not (or no longer) be carried out.
+CANCELLED_CONTROLS = frozenset({"CA", "OC", "CR", "DC", "OD", "DR"})
+# RXA-20 completion status: refused, not administered; RXA-21 action D: entered in error.
+NOT_GIVEN_STATUS = frozenset({"RE", "NA"})
+# ADT triggers whose MRG-1 names a patient identifier that is now part of PID-3's patient.
+MERGE_TRIGGERS = frozenset({"A18", "A30", "A34", "A36", "A39", "A40", "A47"})
+RESULT_MESSAGES = frozenset({"ORU", "OUL", "ORL"})
+TEXT_VALUE_TYPES = frozenset({"ST", "TX", "FT"})
+CODED_VALUE_TYPES = frozenset({"CE", "CWE", "CNE", "CF"})
+
+# segment -> (field with the drug code, action, field with the time or None)
+PHARMACY = {
+    "RXO": (1, MedicationAction.ORDER, None),
+    "RXE": (2, MedicationAction.ORDER, None),
+    "RXD": (2, MedicationAction.DISPENSE, 3),
+    "RXG": (4, MedicationAction.GIVE, None),
+    "RXA": (5, MedicationAction.ADMINISTRATION, 3),
+}
+
+
+@dataclass
+class _OrderGroup:
+    """An ORC and what follows it up to the next ORC."""
+
+    orc: Segment | None = None
+    planned_start: datetime | None = None
+    pharmacy: list[tuple[Segment, str]] = field(default_factory=list)
+
+
+@dataclass
+class _OpenLab:
+    obr: Segment
+    orc: Segment | None
+    observations: list[Observation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def coded(seg: Segment, fld: int, repetition: int = 1, alternate: bool = False) -> Coded:
+    base = 4 if alternate else 1
+    return Coded(
+        code=seg.get(fld, base, repetition=repetition).strip(),
+        text=seg.get(fld, base + 1, repetition=repetition).strip(),
+        system=seg.get(fld, base + 2, repetition=repetition).strip(),
+    )
+
+
+def _codes(seg: Segment, fld: int) -> tuple[Coded, ...]:
+    found = []
+    for rep in range(1, len(seg.repetitions(fld)) + 1):
+        for alt in (False, True):
+            c = coded(seg, fld, rep, alt)
+            if not c.is_empty():
+                found.append(c)
+    return tuple(found)
+
+
+def patient_id(seg: Segment, fld: int) -> PatientId | None:
+    """The identifier in a CX field: the MR-typed repetition if any, else the first one."""
+    reps = seg.repetitions(fld)
+    best: int | None = None
+    for i in range(1, len(reps) + 1):
+        if not seg.get(fld, 1, repetition=i).strip():
+            continue
+        if best is None:
+            best = i
+        if seg.get(fld, 5, repetition=i).strip().upper() == "MR":
+            best = i
+            break
+    if best is None:
+        return None
+    authority = seg.get(fld, 4, 1, best).strip() or seg.get(fld, 4, 2, best).strip()
+    return PatientId(seg.get(fld, 1, repetition=best).strip(), authority)
+
+
+def _order_id(primary: Segment | None, fallback: Segment | None, default: str) -> str:
+    # OBR-2/ORC-2 placer, OBR-3/ORC-3 filler: both are field 2 and 3 in ORC and OBR alike.
+    for seg in (primary, fallback):
+        if seg is None:
+            continue
+        for fld in (2, 3):
+            value = seg.get(fld).strip()
+            if value:
+                return value
+    return default
+
+
+def _obx_values(seg: Segment, value_type: str) -> tuple[str, ...]:
+    values = []
+    for rep in range(1, len(seg.repetitions(5)) + 1):
+        if value_type in TEXT_VALUE_TYPES:
+            text = "^".join(seg.components(5, rep))
+        elif value_type in CODED_VALUE_TYPES:
+            text = seg.get(5, 2, repetition=rep) or seg.get(5, 1, repetition=rep)
+        elif value_type == "SN":
+            text = "".join(seg.components(5, rep))
+        else:
+            text = seg.get(5, 1, repetition=rep)
+        text = text.strip()
+        if text:
+            values.append(text)
+    return tuple(values)
+
+
+def _nte_text(seg: Segment) -> str:
+    reps = seg.repetitions(3)
+    return " ".join(seg.get(3, repetition=i).strip() for i in range(1, len(reps) + 1)).strip()
+
+
+def to_clinical(msg: Message) -> ClinicalMessage:
+    """Read the facts lisguard needs out of one message."""
+    msh = msg.segments[0]
+    control_id = msg.control_id
+    msg_time = parse_ts(msh.get(7))
+    family, _, trigger = msg.message_type.partition("^")
+    patient: PatientId | None = None
+    location = ""
+    merged: list[PatientId] = []
+    medications: list[Medication] = []
+    labs: list[LabOrder] = []
+    free_text: list[FreeText] = []
+
+    group = _OrderGroup()
+    open_lab: _OpenLab | None = None
+    previous = "MSH"
+
+    def close_lab() -> None:
+        nonlocal open_lab
+        if open_lab is None:
+            return
+        obr, orc = open_lab.obr, open_lab.orc
+        control = orc.get(1).strip().upper() if orc is not None else ""
+        set_id = obr.get(1).strip() or str(len(labs) + 1)
+        labs.append(
+            LabOrder(
+                order_id=_order_id(obr, orc, f"{control_id}-{set_id}"),
+                service=coded(obr, 4),
+                alt_service=coded(obr, 4, alternate=True),
+                time=parse_ts(obr.get(7)) or parse_ts(obr.get(6))
+                or (parse_ts(orc.get(9)) if orc is not None else None),
+                resulted=family in RESULT_MESSAGES or bool(open_lab.observations),
+                cancelled=control in CANCELLED_CONTROLS or obr.get(25).strip().upper() == "X",
+                observations=tuple(open_lab.observations),
+                notes=tuple(open_lab.notes),
+                clinical_info=obr.get(13).strip(),
+            )
+        )
+        open_lab = None
+
+    def close_group() -> None:
+        orc = group.orc
+        control = orc.get(1).strip().upper() if orc is not None else ""
+        start = group.planned_start
+        if start is None and orc is not None:
+            start = parse_ts(orc.get(7, 4)) or parse_ts(orc.get(15)) or parse_ts(orc.get(9))
+        for seg, location_name in group.pharmacy:
+            code_field, action, time_field = PHARMACY[seg.name]
+            when = parse_ts(seg.get(time_field)) if time_field else None
+            not_given = control in CANCELLED_CONTROLS
+            if seg.name == "RXA":
+                status = seg.get(20).strip().upper()
+                not_given = not_given or status in NOT_GIVEN_STATUS or seg.get(21).strip() == "D"
+            elif seg.name == "RXG":
+                when = parse_ts(seg.get(3, 4))
+            if when is None and action is not MedicationAction.ADMINISTRATION:
+                when = start
+            medications.append(
+                Medication(
+                    action=action,
+                    codes=_codes(seg, code_field),
+                    time=when,
+                    order_id=_order_id(orc, None, control_id),
+                    location=location_name,
+                    not_given=not_given,
+                )
+            )
+
+    for seg in msg.segments[1:]:
+        name = seg.name
+        if name == "PID":
+            patient = patient_id(seg, 3) or patient_id(seg, 2) or patient_id(seg, 4)
+        elif name == "PV1":
+            location = seg.get(3).strip()
+        elif name == "MRG" and trigger in MERGE_TRIGGERS:
+            prior = patient_id(seg, 1)
+            if prior is not None:
+                merged.append(prior)
+        elif name == "ORC":
+            if open_lab is not None and previous == "OBR" and open_lab.orc is None:
+                open_lab.orc = seg  # OUL/OML styles put ORC after its OBR
+            else:
+                close_lab()
+                close_group()
+                group = _OrderGroup(orc=seg)
+        elif name == "OBR":
+            close_lab()
+            open_lab = _OpenLab(obr=seg, orc=group.orc)
+        elif name == "OBX":
+            value_type = seg.get(2).strip().upper()
+            values = _obx_values(seg, value_type)
+            if open_lab is not None:
+                open_lab.observations.append(
+                    Observation(
+                        code=coded(seg, 3),
+                        alt_code=coded(seg, 3, alternate=True),
+                        value_type=value_type,
+                        values=values,
+                        time=parse_ts(seg.get(14)),
+                        abnormal_flags=tuple(
+                            seg.get(8, repetition=i).strip()
+                            for i in range(1, len(seg.repetitions(8)) + 1)
+                        ),
+                        status=seg.get(11).strip().upper(),
+                        set_id=seg.get(1).strip(),
+                    )
+                )
+            elif value_type in TEXT_VALUE_TYPES:
+                free_text.extend(FreeText("OBX-5", v) for v in values)
+        elif name == "NTE":
+            text = _nte_text(seg)
+            if text:
+                if open_lab is not None:
+                    open_lab.notes.append(text)
+                else:
+                    free_text.append(FreeText("NTE-3", text))
+        elif name == "TQ1":
+            start = parse_ts(seg.get(7))
+            if start is not None and open_lab is None:
+                group.planned_start = start
+        elif name in PHARMACY:
+            close_lab()
+            if name == "RXE" and group.planned_start is None:
+                group.planned_start = parse_ts(seg.get(1, 4))
+            group.pharmacy.append((seg, f"{name}-{PHARMACY[name][0]}"))
+        previous = name
+    close_lab()
+    close_group()
+
+    return ClinicalMessage(
+        key=MessageKey(msh.field_raw(3), msh.field_raw(4), control_id),
+        message_type=msg.message_type,
+        version=msg.version,
+        time=msg_time,
+        patient=patient,
+        location=location,
+        medications=tuple(medications),
+        lab_orders=tuple(labs),
+        free_text=tuple(free_text),
+        merged_from=tuple(merged),
+    )

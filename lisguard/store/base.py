@@ -1,0 +1,152 @@
+"""The Store port: one interface, several backends (memory, SQLite, PostgreSQL).
+
+A message is processed inside one `Transaction`: look up the message key (duplicates), load and
+lock the patients it touches, save their new state, its alerts, the raw message with its ACK, and
+the audit events - then commit, and only then is the ACK sent. Backends must make that unit
+atomic and durable, and serialise work on the same patient (SQLite: one writer; PostgreSQL:
+transaction-scoped advisory locks on the patient keys).
+
+Errors: a backend raises `StoreError` (or a subclass) for anything the service should answer with
+a negative ACK; library exceptions (sqlite3, asyncpg, OSError) are translated at this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from lisguard.domain.alerts import Alert
+from lisguard.domain.facts import MessageKey
+from lisguard.domain.patient import PatientState
+
+
+class StoreError(Exception):
+    """The store could not do what was asked; the message must not be ACKed as accepted."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or written (down, disk full, read-only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message as received, with the ACK that will be sent for it."""
+
+    raw: bytes
+    content_hash: str  # sha256 hex of the raw bytes
+    received_at: datetime  # wall clock, UTC
+    ack: str  # the ACK text sent back (ER7, '\r' separated)
+    outcome: str  # MSA-1 sent: AA, AE, AR, CA, CE, CR
+    key: MessageKey | None = None  # None when MSH could not be read
+    message_type: str = ""
+    peer: str = ""  # who sent it (ip:port, or "http")
+    error: str = ""  # why it could not be processed; non-empty marks a dead letter
+    flags: tuple[str, ...] = ()  # e.g. ("control-id-reused",)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    key: MessageKey | None
+    content_hash: str
+    message_type: str
+    received_at: datetime
+    ack: str
+    outcome: str
+    peer: str
+    error: str
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    alert: Alert
+    message_id: int
+    created_at: datetime  # wall clock, UTC
+    status: str = "open"  # open | acknowledged | resolved
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    kind: str  # message.received, exposure.recorded, alert.raised, config.loaded, ...
+    at: datetime  # wall clock, UTC
+    actor: str = "system"
+    subject: str = ""  # patient key, alert id, message id...
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAuditEvent:
+    seq: int
+    event: AuditEvent
+
+
+class Transaction(Protocol):
+    async def find_message(self, key: MessageKey) -> StoredMessage | None:
+        """The latest stored message with this MSH-3/MSH-4/MSH-10 key (and lock that key)."""
+        ...
+
+    async def load_patients(self, keys: Sequence[str]) -> dict[str, PatientState]:
+        """States of the given patient keys that exist; locks them for this transaction."""
+        ...
+
+    async def save_patient(self, state: PatientState) -> None: ...
+
+    async def delete_patient(self, key: str) -> None: ...
+
+    async def add_message(self, message: NewMessage) -> int:
+        """Store the raw message with its ACK; returns its id."""
+        ...
+
+    async def add_alerts(
+        self, alerts: Sequence[Alert], *, message_id: int, created_at: datetime
+    ) -> list[str]:
+        """Insert alerts whose id is new; returns the ids actually inserted."""
+        ...
+
+    async def add_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Connect and apply schema migrations."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool:
+        """True when the store can be read and written (readiness)."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """One atomic unit of work; commits on normal exit, rolls back on exception."""
+        ...
+
+    async def get_message(self, message_id: int) -> StoredMessage | None: ...
+
+    async def get_raw(self, message_id: int) -> bytes | None: ...
+
+    async def count_messages(self) -> int: ...
+
+    async def list_dead_letters(self, limit: int = 100) -> list[StoredMessage]: ...
+
+    async def get_patient(self, key: str) -> PatientState | None: ...
+
+    async def get_alert(self, alert_id: str) -> StoredAlert | None: ...
+
+    async def list_alerts(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        patient: str | None = None,
+        limit: int = 100,
+    ) -> list[StoredAlert]:
+        """Newest first."""
+        ...
+
+    async def list_audit(self, *, after_seq: int = 0, limit: int = 1000) -> list[StoredAuditEvent]:
+        ...

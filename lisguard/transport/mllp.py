@@ -1,0 +1,214 @@
+"""MLLP over TCP (optionally TLS): the listener LIS and pharmacy interfaces push to, and a client.
+
+One connection carries one message at a time (send, wait for the ACK); many connections are
+served concurrently. The ACK for a frame is written only after `Ingestor.ingest` returns, i.e.
+after the store committed. Input never ends a connection except an idle timeout or the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import structlog
+
+from lisguard.hl7v2.ack import AckError, Header, peek_header, responses
+from lisguard.hl7v2.framing import decode_bytes, split_messages
+from lisguard.logs import patient_hash
+from lisguard.services import Ingestor, IngestResult
+from lisguard.settings import MllpSettings
+from lisguard.transport.frames import Frame, Garbage, MllpFramer, Oversize, frame
+from lisguard.transport.metrics import Metrics
+
+log = structlog.get_logger("lisguard.mllp")
+READ_CHUNK = 65536
+
+
+class MllpServer:
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        settings: MllpSettings,
+        *,
+        metrics: Metrics | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.ingestor = ingestor
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.ssl_context = ssl_context
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()  # connections with a message in flight
+        self.port = settings.port
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle,
+            self.settings.host,
+            self.settings.port,
+            ssl=self.ssl_context,
+            limit=READ_CHUNK,
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting; let in-flight messages finish (and be ACKed), then close connections."""
+        if self._server is None:
+            return
+        self._server.close()
+        deadline = time.monotonic() + grace
+        while self._busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        if len(self._connections) >= self.settings.max_connections:
+            log.warning("connection_refused", reason="max_connections")
+            writer.close()
+            return
+        self._connections.add(task)
+        framer = MllpFramer(self.settings.max_frame_bytes)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.settings.idle_timeout_seconds):
+                        data = await reader.read(READ_CHUNK)
+                except TimeoutError:
+                    log.info("connection_idle_closed", peer=peer)
+                    break
+                if not data:
+                    break
+                for event in framer.feed(data):
+                    self._busy.add(task)
+                    try:
+                        await self._answer(event, peer, writer)
+                    finally:
+                        self._busy.discard(task)
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            log.info("connection_lost", peer=peer, error=type(exc).__name__)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _answer(
+        self, event: Frame | Oversize | Garbage, peer: str, writer: asyncio.StreamWriter
+    ) -> None:
+        if isinstance(event, Garbage):
+            self.metrics.frames.labels("garbage_bytes").inc(event.size)
+            log.warning("garbage_skipped", peer=peer, bytes=event.size)
+            return
+        started = time.perf_counter()
+        if isinstance(event, Oversize):
+            self.metrics.frames.labels("oversize").inc()
+            header = peek_header(decode_bytes(event.head)) or Header()
+            err = AckError(
+                "207",
+                f"frame of {event.size} bytes exceeds the limit of "
+                f"{self.settings.max_frame_bytes} bytes; message not accepted",
+            )
+            acks = responses(header, ok=False, rejected=True, error=err)
+            result = IngestResult(acks, "rejected", header.control_id, error=err.reason)
+        else:
+            result = await self.ingestor.ingest(event.payload, peer=peer)
+        for ack in result.responses:
+            writer.write(frame(ack.encode("utf-8")))
+        await writer.drain()
+        seconds = time.perf_counter() - started
+        self.metrics.observe(result, "mllp", seconds)
+        log.info(
+            "message",
+            transport="mllp",
+            type=result.message_type,
+            control_id=result.control_id,
+            outcome=result.outcome,
+            ack=result.ack_code,
+            latency_ms=round(seconds * 1000, 2),
+            alerts=[a.rule.value for a in result.alerts],
+            patients=sorted({patient_hash(a.patient_key) for a in result.alerts}),
+            error=result.error or None,
+        )
+
+
+class MllpClient:
+    """A small MLLP client: send a message, wait for its ACK(s). Used by `lisguard send`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host, self.port, self.timeout, self.ssl_context = host, port, timeout, ssl_context
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._framer = MllpFramer(64 * 1024 * 1024)
+        self._pending: list[bytes] = []
+
+    async def __aenter__(self) -> MllpClient:
+        async with asyncio.timeout(self.timeout):
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.ssl_context
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+
+    async def send(self, message: bytes) -> str:
+        """Send one message; return the first ACK received for it."""
+        assert self._writer is not None
+        self._writer.write(frame(message))
+        await self._writer.drain()
+        return await self.receive()
+
+    async def receive(self) -> str:
+        assert self._reader is not None
+        async with asyncio.timeout(self.timeout):
+            while not self._pending:
+                data = await self._reader.read(READ_CHUNK)
+                if not data:
+                    raise ConnectionError("connection closed before the ACK arrived")
+                for event in self._framer.feed(data):
+                    if isinstance(event, Frame):
+                        self._pending.append(event.payload)
+        return self._pending.pop(0).decode("utf-8", "replace")
+
+
+async def send_files(
+    files: Sequence[Path],
+    host: str,
+    port: int,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[tuple[str, str, str]]:
+    """Yield (file name, control id, ACK) for every message of every file, in order."""
+    async with MllpClient(host, port, timeout=timeout, ssl_context=ssl_context) as client:
+        for path in files:
+            for text in split_messages(decode_bytes(path.read_bytes())):
+                header = peek_header(text)
+                ack = await client.send(text.encode("utf-8"))
+                yield path.name, header.control_id if header else "", ack
