@@ -16,7 +16,7 @@ from aiohttp import web
 from lisguard.domain.knowledge import KnowledgeBase, KnowledgeBaseError, load_knowledge_base
 from lisguard.hl7v2.framing import decode_bytes, split_messages
 from lisguard.logs import configure_logging
-from lisguard.services import IngestPolicy, Ingestor
+from lisguard.services import Ingestor, IngestPolicy
 from lisguard.settings import Settings, TlsSettings
 from lisguard.store import open_store
 from lisguard.store.memory import MemoryStore
@@ -49,9 +49,7 @@ def ingest_policy(settings: Settings) -> IngestPolicy:
     )
 
 
-async def check(
-    files: Sequence[Path], knowledge: Sequence[Path], out: TextIO, err: TextIO
-) -> int:
+async def check(files: Sequence[Path], knowledge: Sequence[Path], out: TextIO, err: TextIO) -> int:
     """`lisguard check`: the ingest pipeline over files with an in-memory store."""
     kb = load_knowledge(knowledge)
     ingestor = Ingestor(MemoryStore(), kb)
@@ -59,9 +57,11 @@ async def check(
     status = 0
     for path in files:
         try:
-            raw = path.read_bytes()
+            raw = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
-            err.write(json.dumps({"file": str(path), "error": f"cannot read: {exc.strerror}"}) + "\n")
+            err.write(
+                json.dumps({"file": str(path), "error": f"cannot read: {exc.strerror}"}) + "\n"
+            )
             status = 1
             continue
         texts = split_messages(decode_bytes(raw))
@@ -176,7 +176,7 @@ async def send(
     files: Sequence[Path],
     host: str,
     port: int,
-    timeout: float,
+    ack_timeout: float,
     use_tls: bool = False,
     ca_file: Path | None = None,
 ) -> int:
@@ -185,7 +185,7 @@ async def send(
     if use_tls:
         ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     worst = 0
-    async for name, control_id, ack in send_files(files, host, port, timeout, ctx):
+    async for name, control_id, ack in send_files(files, host, port, ack_timeout, ctx):
         msa = next((s for s in ack.split("\r") if s.startswith("MSA")), "MSA|?")
         print(f"{name}\t{control_id}\t{msa}")
         code = msa[4:6]

@@ -91,7 +91,8 @@ class Ingestor:
         batch (HTTP, files); otherwise `raw` is decoded here, honouring MSH-18."""
         if text is None:
             text = decode_bytes(raw)
-        digest = hashlib.sha256(raw).hexdigest()
+        # Identity of the content: segment text, whatever line endings or framing carried it.
+        digest = hashlib.sha256(_normalised(text).encode()).hexdigest()
         try:
             message = parse(text)
         except HL7ReadError as exc:
@@ -164,15 +165,14 @@ class Ingestor:
                     await tx.add_alerts(outcome.alerts, message_id=message_id, created_at=now)
                 )
                 alerts = [a for a in outcome.alerts if a.id in new_ids]
-                await tx.add_audit(
-                    _audit(now, message_id, digest, message, flags, outcome, alerts)
-                )
+                await tx.add_audit(_audit(now, message_id, digest, message, flags, outcome, alerts))
         except StoreError as exc:
             log.error("store_failed", control_id=key.control_id, error=str(exc))
             err = AckError("207", f"message not stored, resend later: {exc}")
             acks = responses(header, ok=False, rejected=True, error=err, app_name=policy.app_name)
-            return IngestResult(acks, "unavailable", key.control_id, message.message_type,
-                                error=str(exc))
+            return IngestResult(
+                acks, "unavailable", key.control_id, message.message_type, error=str(exc)
+            )
         result = IngestResult(
             acks,
             "accepted" if clinical is not None else "ignored",
@@ -199,8 +199,9 @@ class Ingestor:
     ) -> IngestResult:
         acks = responses(header, ok=False, rejected=True, error=err, app_name=self.policy.app_name)
         await self._keep(raw, digest, acks, "AR", key, message.message_type, peer, err.reason)
-        return IngestResult(acks, "rejected", key.control_id, message.message_type,
-                            error=err.reason)
+        return IngestResult(
+            acks, "rejected", key.control_id, message.message_type, error=err.reason
+        )
 
     async def _dead_letter(
         self,
@@ -274,6 +275,12 @@ class Ingestor:
         except StoreError as exc:
             # The NAK goes out anyway; the sender keeps the message and will resend.
             log.error("dead_letter_not_stored", error=str(exc))
+
+
+def _normalised(text: str) -> str:
+    if "\n" in text:
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    return text.lstrip("\ufeff").strip("\r")
 
 
 def _header(message: Message) -> Header:

@@ -105,7 +105,9 @@ class Alert(BaseModel):
 
     @property
     def patient_key(self) -> str:
-        return f"{self.patient}^{self.patient_authority}" if self.patient_authority else self.patient
+        return (
+            f"{self.patient}^{self.patient_authority}" if self.patient_authority else self.patient
+        )
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

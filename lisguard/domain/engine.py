@@ -163,11 +163,17 @@ def _record_lab_findings(ctx: RuleContext, changes: list[StateChange]) -> None:
     kb, msg, after = ctx.kb, ctx.message, ctx.after
     control_id = msg.key.control_id
     for order in msg.lab_orders:
-        cats = set(kb.categorize(order.service)) | set(kb.categorize(order.alt_service))
+        panel_cats = kb.categorize(order.service) | kb.categorize(order.alt_service)
+        cats = set(panel_cats)
         typing: RbcTyping | None = None
         isotype: IsotypeStatement | None = None
         for obs in order.observations:
             obs_cats = kb.categorize(obs.code) | kb.categorize(obs.alt_code)
+            if not obs_cats and panel_cats & TYPING:
+                # inside a phenotype panel a bare "K" is the K antigen, not potassium
+                named = kb.antigen_named(obs.code.text) or kb.antigen_named(obs.code.code)
+                if named:
+                    obs_cats = panel_cats & TYPING
             cats |= obs_cats
             if obs.status in WITHDRAWN or not obs.values:
                 continue
@@ -179,10 +185,15 @@ def _record_lab_findings(ctx: RuleContext, changes: list[StateChange]) -> None:
                 elif kind == "genotype":
                     typing.kind = kind
                 definition = kb.test_for(obs.code) or kb.test_for(obs.alt_code)
-                if definition is not None and definition.antigen:
-                    status = kb.antigen_status(definition.antigen, obs.values[0])
-                    if status is not None:
-                        typing.antigens[definition.antigen] = status
+                antigen = definition.antigen if definition is not None else None
+                if not antigen and panel_cats & TYPING:
+                    antigen = kb.antigen_named(obs.code.text) or kb.antigen_named(obs.code.code)
+                if antigen:
+                    for value in obs.values:
+                        status = kb.antigen_status(antigen, value)
+                        if status is not None:
+                            typing.antigens[antigen] = status
+                            break
             if isotype is None and (obs_cats | cats) & MPROTEIN:
                 isotype = _isotype_in(kb, obs.values, when, control_id)
         if isotype is None and cats & MPROTEIN:
@@ -194,7 +205,9 @@ def _record_lab_findings(ctx: RuleContext, changes: list[StateChange]) -> None:
             after.add_typing(typing)
             if "K" in typing.antigens:
                 after.k_positive = typing.antigens["K"]
-            antigens = ",".join(f"{a}{'+' if v else '-'}" for a, v in sorted(typing.antigens.items()))
+            antigens = ",".join(
+                f"{a}{'+' if v else '-'}" for a, v in sorted(typing.antigens.items())
+            )
             changes.append(StateChange("typing", ctx.patient_key, f"{typing.kind} {antigens}"))
         ctx.order_categories.append(frozenset(cats))
 

@@ -31,7 +31,7 @@ class PatientId:
 
 @dataclass(frozen=True, slots=True)
 class MessageKey:
-    """MSH-3 sending application, MSH-4 sending facility, MSH-10 control id: a message's identity."""
+    """MSH-3 sending application, MSH-4 facility, MSH-10 control id: a message's identity."""
 
     sending_application: str
     sending_facility: str

@@ -173,7 +173,8 @@ def _panreactive(ctx: RuleContext, order: LabOrder) -> bool:
         if any(kb.says_panreactive(v) for v in obs.values):
             return True
         if kb.is_screening_cell(obs.code) and obs.values:
-            cells.append(kb.is_reactive(obs.values[0]))
+            readings = (kb.is_reactive(v) for v in obs.values)
+            cells.append(next((r for r in readings if r is not None), None))
     return len(cells) >= 2 and all(c is True for c in cells)
 
 
@@ -189,9 +190,7 @@ def _past_exposure(ctx: RuleContext, when: datetime | None) -> str:
 def _on(active: list[ActiveExposure]) -> str:
     parts = []
     for a in active:
-        parts.append(
-            f"{a.drug.name} (last {_day(a.last_point)}, window to {_day(a.window_end)})"
-        )
+        parts.append(f"{a.drug.name} (last {_day(a.last_point)}, window to {_day(a.window_end)})")
     return "On " + ", ".join(parts)
 
 

@@ -1,4 +1,4 @@
-"""Acknowledgements (HL7 v2 chapter 2): original mode AA/AE/AR, enhanced mode CA/CE/CR + application.
+"""Acknowledgements (HL7 v2 chapter 2): original mode AA/AE/AR; enhanced CA/CE/CR + application.
 
 Built as text, not with hl7apy: an ACK is sent for every message on the hot path and is a fixed
 three-segment shape (MSH, MSA, ERR); tests check every ACK parses with hl7apy.
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from lisguard.hl7v2.escapes import DEFAULT_ENCODING, Encoding
-
 
 # HL7 table 0357 message error condition codes used in ERR-3.
 ERROR_TEXT = {
@@ -37,7 +36,7 @@ _prefix = f"LG{os.getpid() % 10000:04d}{int(time.time()) % 100000:05d}"
 
 
 def next_control_id() -> str:
-    """Unique enough across restarts and processes: pid, start second and a counter (<= 20 chars)."""
+    """Unique across restarts and processes: pid, start second, counter (<= 20 chars)."""
     return f"{_prefix}{next(_counter) % 10**9:09d}"
 
 

@@ -115,7 +115,12 @@ def _obx_values(seg: Segment, value_type: str) -> tuple[str, ...]:
         if value_type in TEXT_VALUE_TYPES:
             text = "^".join(seg.components(5, rep))
         elif value_type in CODED_VALUE_TYPES:
-            text = seg.get(5, 2, repetition=rep) or seg.get(5, 1, repetition=rep)
+            # both the code ("POS") and its text ("positiv"): readers try each in turn
+            code = seg.get(5, 1, repetition=rep).strip()
+            label = seg.get(5, 2, repetition=rep).strip()
+            if code:
+                values.append(code)
+            text = label if label != code else ""
         elif value_type == "SN":
             text = "".join(seg.components(5, rep))
         else:
@@ -160,7 +165,8 @@ def to_clinical(msg: Message) -> ClinicalMessage:
                 order_id=_order_id(obr, orc, f"{control_id}-{set_id}"),
                 service=coded(obr, 4),
                 alt_service=coded(obr, 4, alternate=True),
-                time=parse_ts(obr.get(7)) or parse_ts(obr.get(6))
+                time=parse_ts(obr.get(7))
+                or parse_ts(obr.get(6))
                 or (parse_ts(orc.get(9)) if orc is not None else None),
                 resulted=family in RESULT_MESSAGES or bool(open_lab.observations),
                 cancelled=control in CANCELLED_CONTROLS or obr.get(25).strip().upper() == "X",

@@ -44,6 +44,8 @@ class MllpServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._busy: set[asyncio.Task[None]] = set()  # connections with a message in flight
+        self._idle = asyncio.Event()  # set whenever no message is in flight
+        self._idle.set()
         self.port = settings.port
 
     async def start(self) -> None:
@@ -62,9 +64,9 @@ class MllpServer:
         if self._server is None:
             return
         self._server.close()
-        deadline = time.monotonic() + grace
-        while self._busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
         for task in list(self._connections):
             task.cancel()
         if self._connections:
@@ -95,10 +97,13 @@ class MllpServer:
                     break
                 for event in framer.feed(data):
                     self._busy.add(task)
+                    self._idle.clear()
                     try:
                         await self._answer(event, peer, writer)
                     finally:
                         self._busy.discard(task)
+                        if not self._busy:
+                            self._idle.set()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             log.info("connection_lost", peer=peer, error=type(exc).__name__)
         except asyncio.CancelledError:
@@ -202,13 +207,14 @@ async def send_files(
     files: Sequence[Path],
     host: str,
     port: int,
-    timeout: float,
+    ack_timeout: float,
     ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[tuple[str, str, str]]:
     """Yield (file name, control id, ACK) for every message of every file, in order."""
-    async with MllpClient(host, port, timeout=timeout, ssl_context=ssl_context) as client:
+    async with MllpClient(host, port, timeout=ack_timeout, ssl_context=ssl_context) as client:
         for path in files:
-            for text in split_messages(decode_bytes(path.read_bytes())):
+            raw = await asyncio.to_thread(path.read_bytes)
+            for text in split_messages(decode_bytes(raw)):
                 header = peek_header(text)
                 ack = await client.send(text.encode("utf-8"))
                 yield path.name, header.control_id if header else "", ack

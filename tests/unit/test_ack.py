@@ -1,4 +1,4 @@
-"""ACK building: MSA codes by acknowledgement mode, header swap, ERR, escaping; hl7apy reads them."""
+"""ACK building: MSA codes by ack mode, header swap, ERR, escaping; hl7apy reads them."""
 
 from __future__ import annotations
 

@@ -1,0 +1,246 @@
+"""Finding a drug in a pharmacy code, a drug name, or a sentence someone wrote.
+
+Everything is compiled once when the knowledge base is built: one alternation of every name and
+alias (most specific first, word-bounded, case-insensitive), one code table. The per-message work
+is a dict lookup or a single regex scan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from lisguard.domain.facts import Coded
+from lisguard.domain.kb_models import Drug, NegationRules
+
+# Separator allowed between the words of a multi-word drug name: spaces, hyphens, slashes, "+",
+# "&", commas and the words "and"/"with" ("daratumumab and hyaluronidase-fihj" also matches
+# "DARATUMUMAB-HYALURONIDASE-FIHJ" and "daratumumab/hyaluronidase").
+_NAME_SEP = r"(?:\s*(?:[-/+&,]|\band\b|\bwith\b)\s*|\s+)"
+_ALIAS_SEP = r"[\s\-]?"
+_WORD = re.compile(r"[a-z0-9]+")
+_LEFT = r"(?<![A-Za-z0-9])"
+_RIGHT = r"(?![A-Za-z0-9])"
+
+NDC_SYSTEMS = frozenset({"NDC", "N4", "NDC11", "NDC10", "HL70396-NDC"})
+RXNORM_SYSTEMS = frozenset({"RXNORM", "RXN", "RX", "RXCUI"})
+# Systems whose codes are never NDC/HCPCS even when shaped like one.
+_OTHER_SYSTEMS = frozenset({"LN", "LOINC", "SCT", "SNM", "SNOMED", "SNOMEDCT", "ICD10", "I10"})
+
+_CACHE_MAX = 8192
+_NDC_HYPHENATED = re.compile(r"(\d{4,5})-(\d{3,4})(?:-(\d{1,2}))?")
+
+
+class DrugMention(NamedTuple):
+    """A drug named in free text, and the words that named it."""
+
+    drug: Drug
+    matched: str
+
+
+def ndc_key(labeler: str, product: str) -> str:
+    """The 9-digit labeler+product of the 11-digit (5-4-2) NDC."""
+    return labeler.zfill(5) + product.zfill(4)
+
+
+def ndc_candidates(code: str, *, declared: bool) -> list[str]:
+    """Labeler+product keys a code may stand for; [] when it is not shaped like an NDC.
+
+    Hyphenated codes are unambiguous (4-4-2, 5-3-2, 5-4-1, 5-4-2, or labeler-product alone).
+    An 11-digit string is 5-4-2. A 10-digit string is ambiguous: all three readings are returned
+    and the caller keeps those that name a known product. Shorter digit strings (labeler+product
+    only) are accepted only when the coding system says NDC.
+    """
+    code = code.strip()
+    m = _NDC_HYPHENATED.fullmatch(code)
+    if m is not None:
+        return [ndc_key(m.group(1), m.group(2))]
+    digits = code.replace(" ", "")
+    if not digits.isdigit():
+        return []
+    if len(digits) == 11:
+        return [digits[:9]]
+    if len(digits) == 10:
+        return [
+            ndc_key(digits[:4], digits[4:8]),  # 4-4-2
+            ndc_key(digits[:5], digits[5:8]),  # 5-3-2
+            ndc_key(digits[:5], digits[5:9]),  # 5-4-1
+        ]
+    if declared and len(digits) == 9:
+        return [digits]
+    if declared and len(digits) == 8:
+        return [ndc_key(digits[:4], digits[4:]), ndc_key(digits[:5], digits[5:])]
+    return []
+
+
+def _system(coded: Coded) -> str:
+    system = coded.system.strip().upper()
+    if "RXNORM" in system:
+        return "RXNORM"
+    if "NDC" in system:
+        return "NDC"
+    if "LOINC" in system:
+        return "LN"
+    return system
+
+
+def _name_regex(name: str) -> str:
+    words = [w for w in _WORD.findall(name.lower()) if w not in ("and", "with")]
+    return _NAME_SEP.join(re.escape(w) for w in words)
+
+
+def _alias_regex(alias: str) -> str:
+    return _ALIAS_SEP.join(re.escape(w) for w in re.split(r"[\s\-]+", alias.strip().lower()))
+
+
+class DrugMatcher:
+    def __init__(self, drugs: Iterable[Drug], negation: NegationRules) -> None:
+        self._ndc: dict[str, Drug] = {}
+        self._rxnorm: dict[str, Drug] = {}
+        self._hcpcs: dict[str, Drug] = {}
+        self._local: dict[str, Drug] = {}
+        # (specificity, regex, drug) for every name and alias
+        entries: list[tuple[tuple[int, int], str, Drug]] = []
+        first_words: set[str] = set()
+        for drug in drugs:
+            for ndc in drug.ndc:
+                labeler, product = ndc.split("-")[:2]
+                self._ndc[ndc_key(labeler, product)] = drug
+            self._rxnorm.update((c, drug) for c in drug.rxnorm)
+            self._hcpcs.update((c.upper(), drug) for c in drug.hcpcs)
+            self._local.update((c.strip().upper(), drug) for c in drug.local_codes)
+            for name in drug.names():
+                words = _WORD.findall(name.lower())
+                first_words.add(words[0])
+                entries.append(((len(words), len(name)), _name_regex(name), drug))
+            for alias in drug.text_aliases:
+                words = _WORD.findall(alias.lower())
+                first_words.add(words[0])
+                entries.append(((len(words), len(alias)), _alias_regex(alias), drug))
+        # Most specific first: at any position the first alternative that matches wins, so
+        # "Darzalex Faspro" is tried before "Darzalex", "dara sc" before "dara".
+        entries.sort(key=lambda e: e[0], reverse=True)
+        self._groups: dict[str, tuple[tuple[int, int], Drug]] = {}
+        parts = []
+        for i, (spec, rx, drug) in enumerate(entries):
+            group = f"d{i}"
+            self._groups[group] = (spec, drug)
+            parts.append(f"(?P<{group}>{rx})")
+        alternation = "|".join(parts) if parts else r"(?!x)x"
+        self._names = re.compile(f"{_LEFT}(?:{alternation}){_RIGHT}", re.IGNORECASE)
+        self._negation = Negation(negation)
+        self._text_cache: dict[str, Drug | None] = {}
+        self._code_cache: dict[Coded, Drug | None] = {}
+        # Every name starts with one of these (lower-cased): a text containing none of them names
+        # no drug, and a substring test is far cheaper than the regex scan.
+        self._starts = tuple(
+            sorted(w for w in first_words if not any(o != w and o in w for o in first_words))
+        )
+
+    def _may_name_a_drug(self, text: str) -> bool:
+        lower = text.lower()
+        return any(w in lower for w in self._starts)
+
+    # ------------------------------------------------------------------ codes
+    def for_code(self, coded: Coded) -> Drug | None:
+        try:
+            return self._code_cache[coded]
+        except KeyError:
+            pass
+        code = coded.code.strip()
+        drug = self._by_code(code, _system(coded)) if code else None
+        if drug is None and coded.text:
+            drug = self.for_text(coded.text)
+        if len(self._code_cache) > _CACHE_MAX:
+            self._code_cache.clear()
+        self._code_cache[coded] = drug
+        return drug
+
+    def _by_code(self, code: str, system: str) -> Drug | None:
+        upper = code.upper()
+        local = self._local.get(upper)
+        if local is not None:
+            return local
+        if system in RXNORM_SYSTEMS:
+            return self._rxnorm.get(code)
+        if system not in _OTHER_SYSTEMS:
+            # A HCPCS Level II code (J9145) is unmistakable whatever system a feed labels it with.
+            hcpcs = self._hcpcs.get(upper)
+            if hcpcs is not None:
+                return hcpcs
+            declared = system in NDC_SYSTEMS
+            found = {
+                self._ndc[k] for k in ndc_candidates(code, declared=declared) if k in self._ndc
+            }
+            if len(found) == 1:
+                return found.pop()
+        return None
+
+    # ------------------------------------------------------------------ names
+    def for_text(self, text: str) -> Drug | None:
+        """The most specific drug a drug name names: the match with the most words wins."""
+        try:
+            return self._text_cache[text]
+        except KeyError:
+            pass
+        best: tuple[tuple[int, int], Drug] | None = None
+        matches = self._names.finditer(text) if self._may_name_a_drug(text) else ()
+        for m in matches:
+            assert m.lastgroup is not None
+            spec, drug = self._groups[m.lastgroup]
+            if best is None or spec > best[0]:
+                best = (spec, drug)
+        found = best[1] if best else None
+        if len(self._text_cache) > _CACHE_MAX:
+            self._text_cache.clear()
+        self._text_cache[text] = found
+        return found
+
+    def mentions(self, text: str) -> list[DrugMention]:
+        """Non-negated drug mentions in free text, one per drug, in order of appearance."""
+        if not text or not self._may_name_a_drug(text):
+            return []
+        found: list[DrugMention] = []
+        seen: set[str] = set()
+        for m in self._names.finditer(text):
+            assert m.lastgroup is not None
+            drug = self._groups[m.lastgroup][1]
+            if drug.id in seen or self._negation.negated(text, m.start()):
+                continue
+            seen.add(drug.id)
+            found.append(DrugMention(drug, m.group(0)))
+        return found
+
+
+class Negation:
+    """NegEx-style: a cue a few words before a term, in the same clause, negates it."""
+
+    def __init__(self, rules: NegationRules) -> None:
+        self.max_words = rules.max_words
+        self._cues = _alternation(rules.cues)
+        self._pseudo = _alternation(rules.pseudo)
+        self._term = _alternation(rules.terminators)
+
+    def negated(self, text: str, start: int) -> bool:
+        # Look back at most a clause: from the last terminator before the term.
+        window_start = max(0, start - 200)
+        prefix = text[window_start:start]
+        cut = 0
+        for term in self._term.finditer(prefix):
+            cut = term.end()
+        prefix = prefix[cut:]
+        pseudo_spans = [(m.start(), m.end()) for m in self._pseudo.finditer(prefix)]
+        for cue in self._cues.finditer(prefix):
+            if any(s <= cue.start() < e for s, e in pseudo_spans):
+                continue
+            between = prefix[cue.end() :]
+            if len(_WORD.findall(between.lower())) <= self.max_words:
+                return True
+        return False
+
+
+def _alternation(patterns: Sequence[str]) -> re.Pattern[str]:
+    if not patterns:
+        return re.compile(r"(?!x)x")
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)

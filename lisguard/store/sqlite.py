@@ -1,0 +1,463 @@
+"""SQLite backend (aiosqlite): one file, one writer.
+
+- WAL journal, synchronous=FULL by default (a commit is on disk when COMMIT returns; NORMAL is
+  faster but a power cut may lose the last commits - never an ACKed one with FULL),
+  busy_timeout, foreign keys on.
+- ONE writer connection; transactions are serialised by an asyncio.Lock and start with
+  BEGIN IMMEDIATE, so the write lock is held from the first statement and no transaction ever
+  fails half-way with SQLITE_BUSY. That also serialises work on a patient.
+- Reads outside a transaction use a second, query-only connection: with WAL they see the last
+  committed state and never wait for the writer.
+- sqlite3/OS errors are translated to StoreUnavailable (cannot open, locked, disk I/O, read-only,
+  disk full) or StoreError (constraint violations and the like).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from lisguard.domain.alerts import Alert
+from lisguard.domain.facts import MessageKey
+from lisguard.domain.patient import PatientState
+from lisguard.store.base import (
+    AuditEvent,
+    NewMessage,
+    StoredAlert,
+    StoredAuditEvent,
+    StoredMessage,
+    StoreError,
+    StoreUnavailable,
+    Transaction,
+)
+from lisguard.store.memory import dump_json, load_detail, utc
+from lisguard.store.migrations import apply_sqlite
+
+T = TypeVar("T")
+
+SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+
+_MESSAGE_COLUMNS = (
+    "id, sending_application, sending_facility, control_id, content_hash, message_type,"
+    " received_at, ack, outcome, peer, error, flags"
+)
+_ALERT_COLUMNS = "payload, message_id, created_at, status"
+_PROBE = (
+    "INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at"
+)
+
+
+def _ts(value: datetime) -> str:
+    """UTC ISO text with a fixed layout, so text order is time order."""
+    return utc(value).isoformat(timespec="microseconds")
+
+
+def _parse_ts(text: str) -> datetime:
+    return utc(datetime.fromisoformat(text))
+
+
+def _now() -> str:
+    return _ts(datetime.now(UTC))
+
+
+# What the database layer raises: sqlite3 errors, OS errors, and ValueError from aiosqlite when
+# its connection is closed. Anything else is a bug and propagates as it is.
+LIBRARY_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError, ValueError)
+
+
+def translate(exc: BaseException, doing: str, path: Path | str) -> StoreError:
+    """A sqlite3/OS/aiosqlite exception as the store error the service understands."""
+    if isinstance(exc, StoreError):
+        return exc
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.DataError):
+        return StoreError(f"SQLite {path}: {doing}: {detail}")
+    if isinstance(exc, OSError):
+        return StoreUnavailable(f"SQLite {path}: {doing}: {exc.strerror or detail}")
+    # OperationalError (unable to open, locked, disk I/O, readonly, full), DatabaseError (not a
+    # database / malformed), ValueError from aiosqlite (connection closed) and anything else
+    # mean the database cannot be used right now.
+    return StoreUnavailable(f"SQLite {path}: {doing}: {detail}")
+
+
+def _row_message(row: Sequence[Any]) -> StoredMessage:
+    key = None if row[3] is None else MessageKey(row[1], row[2], row[3])
+    return StoredMessage(
+        id=int(row[0]),
+        key=key,
+        content_hash=row[4],
+        message_type=row[5],
+        received_at=_parse_ts(row[6]),
+        ack=row[7],
+        outcome=row[8],
+        peer=row[9],
+        error=row[10],
+        flags=tuple(json.loads(row[11])),
+    )
+
+
+def _row_alert(row: Sequence[Any]) -> StoredAlert:
+    return StoredAlert(
+        alert=Alert.model_validate_json(row[0]),
+        message_id=int(row[1]),
+        created_at=_parse_ts(row[2]),
+        status=row[3],
+    )
+
+
+class SqliteStore:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        busy_timeout_ms: int = 5000,
+        ping_timeout: float = 5.0,
+    ) -> None:
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, not {synchronous!r}")
+        self.path = Path(path)
+        if str(self.path) in ("", ":memory:") or str(path).startswith("file:"):
+            raise ValueError("SqliteStore needs a file path (use memory:// for a throwaway store)")
+        self.synchronous = mode
+        self.busy_timeout_ms = busy_timeout_ms
+        self.ping_timeout = ping_timeout
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r}, synchronous={self.synchronous})"
+
+    # -- lifecycle
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"SQLite {self.path}: cannot create directory {self.path.parent}:"
+                f" {exc.strerror or exc}"
+            ) from exc
+        writer: aiosqlite.Connection | None = None
+        reader: aiosqlite.Connection | None = None
+        try:
+            writer = await aiosqlite.connect(self.path, isolation_level=None)
+            await writer.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            rows = list(await writer.execute_fetchall("PRAGMA journal_mode = WAL"))
+            if not rows or str(rows[0][0]).lower() != "wal":
+                raise StoreUnavailable(f"SQLite {self.path}: cannot switch to WAL journal mode")
+            await writer.execute(f"PRAGMA synchronous = {self.synchronous}")
+            await writer.execute("PRAGMA foreign_keys = ON")
+            await apply_sqlite(writer)
+            await self._probe(writer)  # fail now, not at the first message, if read-only
+            reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            await reader.execute("PRAGMA query_only = ON")
+        except BaseException as exc:
+            for conn in (reader, writer):
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            if isinstance(exc, LIBRARY_ERRORS):
+                raise translate(exc, "cannot open the database", self.path) from exc
+            raise
+        self._writer, self._reader = writer, reader
+
+    async def close(self) -> None:
+        async with self._write_lock:  # let a running transaction finish
+            writer, reader = self._writer, self._reader
+            self._writer = self._reader = None
+            for conn in (reader, writer):
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+    async def ping(self) -> bool:
+        """A real (tiny) committed write: proves the file is writable, not just readable."""
+        try:
+            async with asyncio.timeout(self.ping_timeout), self._write_lock:
+                writer = self._writer
+                if writer is None or self._reader is None:
+                    return False
+                await self._probe(writer)
+                await self._reader.execute_fetchall("SELECT 1")
+            return True
+        except Exception:  # includes TimeoutError
+            return False
+
+    async def _probe(self, writer: aiosqlite.Connection) -> None:
+        await _ensure_idle(writer)
+        await writer.execute("BEGIN IMMEDIATE")
+        try:
+            await writer.execute(_PROBE, (_now(),))
+            await writer.execute("COMMIT")
+        except BaseException:
+            await _rollback_quietly(writer)
+            raise
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._write_lock:
+            writer = self._writer
+            if writer is None:
+                raise StoreUnavailable(f"SQLite {self.path}: the store is not open")
+            try:
+                await _ensure_idle(writer)
+                await writer.execute("BEGIN IMMEDIATE")
+            except LIBRARY_ERRORS as exc:
+                raise translate(exc, "cannot start a transaction", self.path) from exc
+            tx = _SqliteTransaction(writer, self.path)
+            try:
+                yield tx
+            except BaseException:
+                tx.finished = True
+                await _rollback_quietly(writer)
+                raise
+            tx.finished = True
+            if tx.failed:
+                await _rollback_quietly(writer)
+                raise StoreError("transaction rolled back: a store operation inside it failed")
+            try:
+                await writer.execute("COMMIT")
+            except LIBRARY_ERRORS as exc:
+                await _rollback_quietly(writer)
+                raise translate(exc, "commit failed", self.path) from exc
+
+    # -- reads (committed data, on the reader connection)
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        reader = self._reader
+        if reader is None:
+            raise StoreUnavailable(f"SQLite {self.path}: the store is not open")
+        try:
+            return list(await reader.execute_fetchall(sql, params))
+        except LIBRARY_ERRORS as exc:
+            raise translate(exc, "read failed", self.path) from exc
+
+    async def get_message(self, message_id: int) -> StoredMessage | None:
+        rows = await self._read(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+        )
+        return _row_message(rows[0]) if rows else None
+
+    async def get_raw(self, message_id: int) -> bytes | None:
+        rows = await self._read("SELECT raw FROM messages WHERE id = ?", (message_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    async def count_messages(self) -> int:
+        rows = await self._read("SELECT count(*) FROM messages")
+        return int(rows[0][0])
+
+    async def list_dead_letters(self, limit: int = 100) -> list[StoredMessage]:
+        rows = await self._read(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE error <> '' ORDER BY id DESC LIMIT ?",
+            (max(limit, 0),),
+        )
+        return [_row_message(r) for r in rows]
+
+    async def get_patient(self, key: str) -> PatientState | None:
+        rows = await self._read("SELECT state FROM patients WHERE key = ?", (key,))
+        return PatientState.model_validate_json(rows[0][0]) if rows else None
+
+    async def get_alert(self, alert_id: str) -> StoredAlert | None:
+        rows = await self._read(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))
+        return _row_alert(rows[0]) if rows else None
+
+    async def list_alerts(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        patient: str | None = None,
+        limit: int = 100,
+    ) -> list[StoredAlert]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("status", status), ("rule", rule), ("patient_key", patient)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        rows = await self._read(sql, (*params, max(limit, 0)))
+        return [_row_alert(r) for r in rows]
+
+    async def list_audit(self, *, after_seq: int = 0, limit: int = 1000) -> list[StoredAuditEvent]:
+        rows = await self._read(
+            "SELECT seq, kind, at, actor, subject, detail FROM audit_events"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, max(limit, 0)),
+        )
+        return [
+            StoredAuditEvent(
+                seq=int(r[0]),
+                event=AuditEvent(
+                    kind=r[1],
+                    at=_parse_ts(r[2]),
+                    actor=r[3],
+                    subject=r[4],
+                    detail=load_detail(r[5]),
+                ),
+            )
+            for r in rows
+        ]
+
+
+async def _ensure_idle(conn: aiosqlite.Connection) -> None:
+    """Roll back a transaction left open by a cancelled task, before starting a new one."""
+    if conn.in_transaction:
+        await conn.execute("ROLLBACK")
+
+
+async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
+    with contextlib.suppress(Exception):
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
+
+
+class _SqliteTransaction:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self._path = path
+        self.finished = False
+        self.failed = False
+
+    async def _run(self, step: Callable[[], Awaitable[T]], doing: str) -> T:
+        if self.finished:
+            raise StoreError("the transaction is finished")
+        try:
+            return await step()
+        except Exception as exc:
+            self.failed = True  # poisoned: commit is refused, like PostgreSQL would
+            if isinstance(exc, LIBRARY_ERRORS):
+                raise translate(exc, doing, self._path) from exc
+            raise
+
+    async def _fetch(self, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
+        rows: Iterable[Any] = await self._run(
+            partial(self._conn.execute_fetchall, sql, params), doing
+        )
+        return list(rows)
+
+    async def find_message(self, key: MessageKey) -> StoredMessage | None:
+        rows = await self._fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages"
+            " WHERE sending_application = ? AND sending_facility = ? AND control_id = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (key.sending_application, key.sending_facility, key.control_id),
+            "find_message",
+        )
+        return _row_message(rows[0]) if rows else None
+
+    async def load_patients(self, keys: Sequence[str]) -> dict[str, PatientState]:
+        unique = sorted(set(keys))
+        if not unique:
+            return {}
+        marks = ", ".join("?" * len(unique))
+        rows = await self._fetch(
+            f"SELECT key, state FROM patients WHERE key IN ({marks})", unique, "load_patients"
+        )
+        return {r[0]: PatientState.model_validate_json(r[1]) for r in rows}
+
+    async def save_patient(self, state: PatientState) -> None:
+        await self._fetch(
+            "INSERT INTO patients (key, state, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET state = excluded.state,"
+            " updated_at = excluded.updated_at",
+            (state.key, state.model_dump_json(), _now()),
+            "save_patient",
+        )
+
+    async def delete_patient(self, key: str) -> None:
+        await self._fetch("DELETE FROM patients WHERE key = ?", (key,), "delete_patient")
+
+    async def add_message(self, message: NewMessage) -> int:
+        key = message.key
+        cursor = await self._run(
+            partial(
+                self._conn.execute,
+                "INSERT INTO messages (sending_application, sending_facility, control_id,"
+                " content_hash, message_type, received_at, raw, ack, outcome, peer, error, flags)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    None if key is None else key.sending_application,
+                    None if key is None else key.sending_facility,
+                    None if key is None else key.control_id,
+                    message.content_hash,
+                    message.message_type,
+                    _ts(message.received_at),
+                    bytes(message.raw),
+                    message.ack,
+                    message.outcome,
+                    message.peer,
+                    message.error,
+                    json.dumps(list(message.flags)),
+                ),
+            ),
+            "add_message",
+        )
+        if cursor.lastrowid is None:
+            self.failed = True
+            raise StoreError("add_message: SQLite did not return the new row id")
+        return int(cursor.lastrowid)
+
+    async def add_alerts(
+        self, alerts: Sequence[Alert], *, message_id: int, created_at: datetime
+    ) -> list[str]:
+        inserted: list[str] = []
+        created = _ts(created_at)
+        for alert in alerts:
+            cursor = await self._run(
+                partial(
+                    self._conn.execute,
+                    "INSERT INTO alerts (id, patient_key, rule, order_id, severity, created_at,"
+                    " event_time, message_id, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (
+                        alert.id,
+                        alert.patient_key,
+                        alert.rule.value,
+                        alert.order,
+                        alert.severity.value,
+                        created,
+                        None if alert.event_time is None else _ts(alert.event_time),
+                        message_id,
+                        alert.model_dump_json(),
+                    ),
+                ),
+                "add_alerts",
+            )
+            if cursor.rowcount == 1:
+                inserted.append(alert.id)
+        return inserted
+
+    async def add_audit(self, events: Sequence[AuditEvent]) -> None:
+        if not events:
+            return
+        rows = [(_ts(e.at), e.kind, e.actor, e.subject, dump_json(e.detail)) for e in events]
+        await self._run(
+            partial(
+                self._conn.executemany,
+                "INSERT INTO audit_events (at, kind, actor, subject, detail)"
+                " VALUES (?, ?, ?, ?, ?)",
+                rows,
+            ),
+            "add_audit",
+        )
