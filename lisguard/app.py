@@ -22,7 +22,7 @@ from lisguard.store import open_store
 from lisguard.store.memory import MemoryStore
 from lisguard.transport.http import start_http
 from lisguard.transport.metrics import Metrics
-from lisguard.transport.mllp import MllpServer, send_files
+from lisguard.transport.mllp import MllpServer, msa_code, send_files
 
 log = structlog.get_logger("lisguard")
 
@@ -188,7 +188,6 @@ async def send(
     async for name, control_id, ack in send_files(files, host, port, ack_timeout, ctx):
         msa = next((s for s in ack.split("\r") if s.startswith("MSA")), "MSA|?")
         print(f"{name}\t{control_id}\t{msa}")
-        code = msa[4:6]
-        if code not in ("AA", "CA"):
+        if msa_code(ack) not in ("AA", "CA"):
             worst = 1
     return worst

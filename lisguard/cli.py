@@ -60,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValidationError, app.ConfigError) as exc:
         _fail(sys.stderr, str(exc))
         return 2
+    except (OSError, TimeoutError) as exc:  # send: nobody listening, no ACK in time
+        _fail(sys.stderr, f"{type(exc).__name__}: {exc}")
+        return 1
     except KeyboardInterrupt:
         return 130
     return 2

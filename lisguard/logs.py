@@ -20,6 +20,11 @@ def patient_hash(patient_key: str) -> str:
     return hmac.new(_key, patient_key.encode(), hashlib.sha256).hexdigest()[:16]
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    # sys.stderr looked up per logger, not once: it may be replaced (tests, daemons)
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(settings: LogSettings) -> None:
     global _key
     _key = settings.patient_hash_key.get_secret_value().encode()
@@ -37,6 +42,6 @@ def configure_logging(settings: LogSettings) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

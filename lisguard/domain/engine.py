@@ -148,14 +148,18 @@ def _record_mentions(ctx: RuleContext, changes: list[StateChange]) -> None:
         for obs in order.observations:
             if obs.value_type in NARRATIVE_TYPES:
                 texts.extend(("OBX-5", v) for v in obs.values)
+    # "Pt on daratumumab" says the patient was on it by the time of writing: at the latest the
+    # message time, and no later than the sample the same message orders.
+    times = [t for t in (msg.time, *(o.time for o in msg.lab_orders)) if t is not None]
+    when = min(times) if times else None
     for location, text in texts:
         for mention in ctx.kb.mentions(text):
             if not mention.drug.enabled:
                 continue
             ev = EvidenceItem(
-                message=msg.key.control_id, location=location, text=text[:200], time=msg.time
+                message=msg.key.control_id, location=location, text=text[:200], time=when
             )
-            _exposure(ctx, mention.drug, "mention", changes).add_point(msg.time, "mention", ev)
+            _exposure(ctx, mention.drug, "mention", changes).add_point(when, "mention", ev)
 
 
 def _record_lab_findings(ctx: RuleContext, changes: list[StateChange]) -> None:

@@ -73,11 +73,28 @@ def load_detail(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+def load_patient(text: str | bytes, key: str) -> PatientState:
+    """A stored PatientState; StoreError (so the message is NAKed, not crashed on) when the
+    stored JSON no longer fits the model."""
+    try:
+        return PatientState.model_validate_json(text)
+    except ValidationError as exc:
+        raise StoreError(f"stored state of patient {key!r} cannot be read: {exc}") from exc
+
+
+def load_alert(text: str | bytes, alert_id: str) -> Alert:
+    try:
+        return Alert.model_validate_json(text)
+    except ValidationError as exc:
+        raise StoreError(f"stored alert {alert_id!r} cannot be read: {exc}") from exc
+
+
 # ---------------------------------------------------------------- the store
 
 
 @dataclass(frozen=True, slots=True)
 class _AlertRow:
+    alert_id: str
     seq: int  # insertion order: breaks created_at ties, newest first
     payload: str  # Alert JSON
     patient_key: str
@@ -88,7 +105,7 @@ class _AlertRow:
 
     def stored(self) -> StoredAlert:
         return StoredAlert(
-            alert=Alert.model_validate_json(self.payload),
+            alert=load_alert(self.payload, self.alert_id),
             message_id=self.message_id,
             created_at=self.created_at,
             status=self.status,
@@ -183,7 +200,7 @@ class MemoryStore:
     async def get_patient(self, key: str) -> PatientState | None:
         self._check_open()
         text = self._patients.get(key)
-        return None if text is None else PatientState.model_validate_json(text)
+        return None if text is None else load_patient(text, key)
 
     async def get_alert(self, alert_id: str) -> StoredAlert | None:
         self._check_open()
@@ -252,7 +269,11 @@ class _MemoryTransaction:
         for key in keys:
             text = self._patients[key] if key in self._patients else self._store._patients.get(key)
             if text is not None:
-                found[key] = PatientState.model_validate_json(text)
+                try:
+                    found[key] = load_patient(text, key)
+                except StoreError:
+                    self.failed = True
+                    raise
         return found
 
     async def save_patient(self, state: PatientState) -> None:
@@ -298,6 +319,7 @@ class _MemoryTransaction:
             except (ValueError, ValidationError) as exc:
                 raise self._fail(f"alert {alert.id} cannot be stored: {exc}") from exc
             self._alerts[alert.id] = _AlertRow(
+                alert_id=alert.id,
                 seq=0,  # numbered at commit, in insertion order
                 payload=payload,
                 patient_key=alert.patient_key,

@@ -41,7 +41,7 @@ from lisguard.store.base import (
     StoreUnavailable,
     Transaction,
 )
-from lisguard.store.memory import dump_json, load_detail, utc
+from lisguard.store.memory import dump_json, load_alert, load_detail, load_patient, utc
 from lisguard.store.migrations import apply_postgres
 
 T = TypeVar("T")
@@ -50,7 +50,7 @@ _MESSAGE_COLUMNS = (
     "id, sending_application, sending_facility, control_id, content_hash, message_type,"
     " received_at, ack, outcome, peer, error, flags"
 )
-_ALERT_COLUMNS = "payload, message_id, created_at, status"
+_ALERT_COLUMNS = "payload, message_id, created_at, status, id"
 _PROBE = (
     "INSERT INTO store_probe (id, at) VALUES (1, now())"
     " ON CONFLICT (id) DO UPDATE SET at = excluded.at"
@@ -145,7 +145,7 @@ def _row_message(row: Mapping[str, Any]) -> StoredMessage:
 
 def _row_alert(row: Mapping[str, Any]) -> StoredAlert:
     return StoredAlert(
-        alert=Alert.model_validate_json(row["payload"]),
+        alert=load_alert(row["payload"], row["id"]),
         message_id=int(row["message_id"]),
         created_at=utc(row["created_at"]),
         status=row["status"],
@@ -282,9 +282,10 @@ class PostgresStore:
                 raise translate(exc, "commit failed", self._where) from exc
             healthy = True
         finally:
+            if not healthy:
+                with contextlib.suppress(Exception):  # never reuse a connection in doubt
+                    conn.terminate()
             with contextlib.suppress(Exception):
-                if not healthy:
-                    conn.terminate()  # never hand a connection in an unknown state back
                 await pool.release(conn)
 
     # -- reads (committed data, any pooled connection)
@@ -320,7 +321,7 @@ class PostgresStore:
 
     async def get_patient(self, key: str) -> PatientState | None:
         state = await self._read("fetchval", "SELECT state FROM patients WHERE key = $1", key)
-        return None if state is None else PatientState.model_validate_json(state)
+        return None if state is None else load_patient(state, key)
 
     async def get_alert(self, alert_id: str) -> StoredAlert | None:
         row = await self._read(
@@ -447,7 +448,11 @@ class _PostgresTransaction:
             ),
             "load_patients",
         )
-        return {r["key"]: PatientState.model_validate_json(r["state"]) for r in rows}
+        try:
+            return {r["key"]: load_patient(r["state"], r["key"]) for r in rows}
+        except StoreError:
+            self.failed = True
+            raise
 
     async def save_patient(self, state: PatientState) -> None:
         await self._run(

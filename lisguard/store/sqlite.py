@@ -41,7 +41,7 @@ from lisguard.store.base import (
     StoreUnavailable,
     Transaction,
 )
-from lisguard.store.memory import dump_json, load_detail, utc
+from lisguard.store.memory import dump_json, load_alert, load_detail, load_patient, utc
 from lisguard.store.migrations import apply_sqlite
 
 T = TypeVar("T")
@@ -52,7 +52,7 @@ _MESSAGE_COLUMNS = (
     "id, sending_application, sending_facility, control_id, content_hash, message_type,"
     " received_at, ack, outcome, peer, error, flags"
 )
-_ALERT_COLUMNS = "payload, message_id, created_at, status"
+_ALERT_COLUMNS = "payload, message_id, created_at, status, id"
 _PROBE = (
     "INSERT INTO store_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at"
 )
@@ -109,7 +109,7 @@ def _row_message(row: Sequence[Any]) -> StoredMessage:
 
 def _row_alert(row: Sequence[Any]) -> StoredAlert:
     return StoredAlert(
-        alert=Alert.model_validate_json(row[0]),
+        alert=load_alert(row[0], row[4]),
         message_id=int(row[1]),
         created_at=_parse_ts(row[2]),
         status=row[3],
@@ -272,7 +272,7 @@ class SqliteStore:
 
     async def get_patient(self, key: str) -> PatientState | None:
         rows = await self._read("SELECT state FROM patients WHERE key = ?", (key,))
-        return PatientState.model_validate_json(rows[0][0]) if rows else None
+        return load_patient(rows[0][0], key) if rows else None
 
     async def get_alert(self, alert_id: str) -> StoredAlert | None:
         rows = await self._read(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = ?", (alert_id,))
@@ -374,7 +374,11 @@ class _SqliteTransaction:
         rows = await self._fetch(
             f"SELECT key, state FROM patients WHERE key IN ({marks})", unique, "load_patients"
         )
-        return {r[0]: PatientState.model_validate_json(r[1]) for r in rows}
+        try:
+            return {r[0]: load_patient(r[1], r[0]) for r in rows}
+        except StoreError:
+            self.failed = True
+            raise
 
     async def save_patient(self, state: PatientState) -> None:
         await self._fetch(

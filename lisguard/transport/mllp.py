@@ -153,6 +153,14 @@ class MllpServer:
         )
 
 
+def msa_code(ack: str) -> str:
+    """MSA-1 of an ACK ('' when it has no MSA)."""
+    for seg in ack.split("\r"):
+        if seg.startswith("MSA") and len(seg) > 4:
+            return seg[4:].split(seg[3])[0]
+    return ""
+
+
 class MllpClient:
     """A small MLLP client: send a message, wait for its ACK(s). Used by `lisguard send`."""
 
@@ -190,6 +198,20 @@ class MllpClient:
         await self._writer.drain()
         return await self.receive()
 
+    async def exchange(self, message: bytes) -> list[str]:
+        """Send one message; return every ACK it asked for (enhanced mode: commit + application),
+        so the next message's ACK is never mistaken for this one's."""
+        header = peek_header(message.decode("utf-8", "replace"))
+        acks = [await self.send(message)]
+        if header is not None and header.enhanced:
+            code = msa_code(acks[0])
+            app = header.application_ack_type.strip().upper()
+            if code in ("CA", "CE", "CR") and (
+                app == "AL" or (app == "SU" and code == "CA") or (app == "ER" and code != "CA")
+            ):
+                acks.append(await self.receive())
+        return acks
+
     async def receive(self) -> str:
         assert self._reader is not None
         async with asyncio.timeout(self.timeout):
@@ -216,5 +238,5 @@ async def send_files(
             raw = await asyncio.to_thread(path.read_bytes)
             for text in split_messages(decode_bytes(raw)):
                 header = peek_header(text)
-                ack = await client.send(text.encode("utf-8"))
-                yield path.name, header.control_id if header else "", ack
+                for ack in await client.exchange(text.encode("utf-8")):
+                    yield path.name, header.control_id if header else "", ack

@@ -23,6 +23,7 @@ from lisguard.store.memory import MemoryStore
 from lisguard.store.postgres import PostgresStore, redact_dsn
 from lisguard.store.sqlite import SqliteStore
 
+CORRUPT_STATE = '{"exposures": 5}'  # no key, wrong type: what an incompatible change looks like
 PG_DSN = os.environ.get("LISGUARD_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -70,6 +71,10 @@ class Backend:
         """Versions in schema_migrations (None: this backend has no schema)."""
         return None
 
+    async def corrupt_patient(self, key: str) -> None:
+        """Overwrite a stored patient state with JSON that no longer fits PatientState."""
+        raise NotImplementedError
+
 
 class MemoryBackend(Backend):
     name = "memory"
@@ -79,6 +84,9 @@ class MemoryBackend(Backend):
 
     def make(self, **options: Any) -> Store:
         return self.store  # the data lives in the instance: "reopening" is reusing it
+
+    async def corrupt_patient(self, key: str) -> None:
+        self.store._patients[key] = CORRUPT_STATE
 
 
 class SqliteBackend(Backend):
@@ -102,6 +110,21 @@ class SqliteBackend(Backend):
                 conn.close()
 
         return await asyncio.to_thread(query)
+
+    async def corrupt_patient(self, key: str) -> None:
+        def update() -> None:
+            import sqlite3
+
+            conn = sqlite3.connect(self.path)
+            try:
+                with conn:
+                    conn.execute(
+                        "UPDATE patients SET state = ? WHERE key = ?", (CORRUPT_STATE, key)
+                    )
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(update)
 
 
 class PostgresBackend(Backend):
@@ -143,6 +166,13 @@ class PostgresBackend(Backend):
             f'SELECT version FROM "{self.schema}".schema_migrations ORDER BY version'
         )
         return [int(r["version"]) for r in rows]
+
+    async def corrupt_patient(self, key: str) -> None:
+        await self.admin.execute(
+            f'UPDATE "{self.schema}".patients SET state = $1::jsonb WHERE key = $2',
+            CORRUPT_STATE,
+            key,
+        )
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

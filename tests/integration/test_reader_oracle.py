@@ -6,29 +6,34 @@ segment is compared with two hl7apy readings of the same text:
 
 * untyped: the segment parsed as a Z-segment ("ZZZ" + its fields), where hl7apy knows no data
   types and keeps every field, repetition, component and subcomponent in place. Every field must
-  agree; this is the strict check of the splitting.
+  agree, and every component/subcomponent hl7apy found must be what `Segment.get` returns (after
+  unescaping, see below). This is the strict check of the splitting.
 * typed: the whole message through `parse_message` (hl7apy's segment and data type definitions for
-  the message's version). Every field must agree, except where hl7apy's typed model is lossy, each
-  case recognised by a specific test and counted in `_Outcome.typed_quirks`:
+  the message's version). The MSH conveniences must match hl7apy's named access, every DTM value
+  hl7apy reads must be what `parse_ts` gives, and every field must agree, except where hl7apy's
+  typed model is lossy - each case recognised by a specific test and counted in
+  `_Outcome.typed_quirks`:
     - "numeric": NM/SI values are stored as numbers ("001" is written back as "1");
-    - "withdrawn": a data type whose first components are withdrawn in that version (XTN.1 in
-      v2.6+) is written back without them, shifting the rest left;
-    - "past definition": a field or component past its segment's or data type's definition loses
-      its position (hl7apy appends it unnamed); such fields are compared untyped only.
+    - "withdrawn": a data type whose first components that version withdrew (XTN.1 in v2.6+) is
+      written back without them, shifting the rest left;
+    - "undefined field" / "component past definition": a field the version does not define
+      (withdrawn, e.g. PID-28 in v2.8, or past the segment's end) or a component past its data
+      type's definition loses its position (hl7apy appends it unnamed): compared untyped only.
 
 What hl7apy cannot parse, and the fallback (nothing is skipped):
 
-* a message whose MSH-12 version hl7apy has no library for, or holding a segment that version does
-  not define (PRT in v2.5.1 messages: PRT arrived in v2.7), is rejected by `parse_message`: its
-  segments are then read one by one, each with the message's version if hl7apy defines the segment
-  there, else the newest version that does, else untyped only. Counted in `_Outcome.fallbacks`.
+* `parse_message` rejects a message whose MSH-12 version it has no library for, with 5 encoding
+  characters before v2.7, or holding a segment its version does not define (PRT in three v2.5.1
+  corpus messages: PRT arrived in v2.7). Such a message is read segment by segment, each with the
+  message's version if hl7apy reads it there, else the newest version that does, else untyped
+  only. Counted in `_Outcome.fallbacks`; `QUIRKS` exercises each path.
 * hl7apy strips each segment, drops whitespace-only fields/components/subcomponents and trailing
-  empty ones when it writes ER7; the reader keeps the wire text. Both sides are put in the same
-  canonical form (`_canon`) before comparing, and a segment's last field is compared without its
-  trailing whitespace.
+  empty ones when it writes ER7, and its writer re-escapes escape sequences it does not know
+  (\\X41\\ -> \\E\\X41\\E\\); the reader keeps the wire text. Fields are compared in a
+  canonical form that undoes this (`_leaves`); a segment's last field without trailing whitespace.
 * hl7apy does not unescape (it escapes). Every leaf holding an escape sequence is checked both ways:
-  hl7apy's ST escapes the reader's value back to the wire text, and python-hl7's `unescape` gives
-  the reader's value.
+  python-hl7's `unescape` must give the reader's value, and hl7apy's ST must escape the reader's
+  value back to the wire text (delimiter escapes only: the only ones hl7apy writes).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from pathlib import Path
@@ -45,12 +51,21 @@ from typing import Any
 import hl7
 import pytest
 from hl7apy import SUPPORTED_LIBRARIES
-from hl7apy.base_datatypes import ST
+from hl7apy.base_datatypes import DTM, ST
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import HL7apyException
+from hl7apy.factories import datetime_factory
 from hl7apy.parser import parse_message, parse_segment
 
-from lisguard.hl7v2.reader import Encoding, Message, Segment, decode_bytes, parse, split_messages
+from lisguard.hl7v2.reader import (
+    Encoding,
+    Message,
+    Segment,
+    decode_bytes,
+    parse,
+    parse_ts,
+    split_messages,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO.parent / "shared" / "corpus" / "fhir-converter-hl7v2"
@@ -62,6 +77,8 @@ HEADER_SEGMENTS = {"MSH", "FHS", "BHS"}
 _APP_MAP = {"H": "", "N": "", ".br": "\n", ".sp": "\n", ".ce": "\n", ".fi": "", ".nf": ""}
 
 TOLERANT = VALIDATION_LEVEL.TOLERANT
+# Even TOLERANT, hl7apy raises ValueError on some values (a DTM that is no date, an NM no number).
+HL7APY_ERRORS = (HL7apyException, ValueError)
 # Newest first: the fallback versions for a segment the message's own version does not define.
 VERSIONS = sorted(SUPPORTED_LIBRARIES, key=lambda v: [int(p) for p in v.split(".")], reverse=True)
 
@@ -97,7 +114,16 @@ def _chars(enc: Encoding) -> dict[str, str]:
 
 def _leaves(value: str, enc: Encoding) -> list[list[list[str]]]:
     """repetitions -> components -> subcomponents, as hl7apy writes them: whitespace-only values
-    read as empty, trailing empty ones dropped at every level."""
+    read as empty, trailing empty ones dropped at every level.
+
+    hl7apy's writer also escapes every escape char not opening \\F\\ \\S\\ \\T\\ \\R\\
+    \\E\\ \\H\\ \\N\\ (\\X41\\ becomes \\E\\X41\\E\\) and, from v2.7, the
+    truncation char as \\L\\: both are undone here, on both sides. (Leaves are compared exactly,
+    from hl7apy's parsed values, in `_check_values`.)"""
+    esc = enc.escape
+    value = value.replace(f"{esc}E{esc}", esc)
+    if enc.truncation:
+        value = value.replace(f"{esc}L{esc}", enc.truncation)
     reps = []
     for rep in value.split(enc.repetition):
         comps = []
@@ -169,6 +195,7 @@ class _Outcome:
     messages: int = 0
     fields: int = 0
     values: int = 0  # components/subcomponents compared through Segment.get
+    timestamps: int = 0  # hl7apy DTM values compared with parse_ts
     unescaped: int = 0
     unescaped_unchecked: int = 0  # escapes neither python-hl7 nor hl7apy can check
     fallbacks: list[str] = field(default_factory=list)
@@ -196,25 +223,27 @@ def _typed(hseg: Any) -> _Typed:
 
 
 def _typed_segment(seg: Segment, version: str, outcome: _Outcome, where: str) -> _Typed | None:
-    """One segment through hl7apy with the message's version, else the newest defining it."""
+    """One segment through hl7apy with the message's version, else the newest that reads it."""
+    error: Exception | None = None
     for candidate in [version, *VERSIONS]:
         if candidate not in SUPPORTED_LIBRARIES:
             continue
         try:
             hseg = parse_segment(seg.raw, candidate, _chars(seg.encoding), TOLERANT)
-        except HL7apyException:
+        except HL7APY_ERRORS as exc:
+            error = exc
             continue
         if candidate != version:
             outcome.fallbacks.append(f"{where}: {seg.name} read with v{candidate}")
         return _typed(hseg)
-    outcome.fallbacks.append(f"{where}: {seg.name} unknown to hl7apy, compared untyped only")
+    outcome.fallbacks.append(f"{where}: hl7apy cannot read {seg.name} ({error}), untyped only")
     return None
 
 
 def _typed_message(text: str, msg: Message, outcome: _Outcome, where: str) -> list[_Typed | None]:
     try:
         hmsg = parse_message(text, validation_level=TOLERANT, find_groups=False)
-    except HL7apyException as exc:
+    except HL7APY_ERRORS as exc:
         outcome.fallbacks.append(f"{where}: message rejected ({type(exc).__name__}: {exc})")
         return [_typed_segment(seg, msg.version, outcome, where) for seg in msg.segments]
     assert [s.name for s in hmsg.children] == [s.name for s in msg.segments], where
@@ -310,13 +339,37 @@ def _check_values(
                         )
 
 
-def _compare_typed(
-    ours: str, reps: list[Any], enc: Encoding, outcome: _Outcome, where: str
+def _position(element: Any, index: int) -> int:
+    """A typed child's position: from its name (CE_4), else its index (base data types)."""
+    suffix = str(element.name or "").rsplit("_", 1)[-1]
+    return int(suffix) if suffix.isdigit() else index
+
+
+def _check_timestamps(
+    seg: Segment, position: int, reps: list[Any], outcome: _Outcome, where: str
 ) -> None:
+    """Where hl7apy read a DTM (v2.5+ typed reading), parse_ts must give its datetime."""
+    for r, hfield in enumerate(reps, 1):
+        for i, hcomp in enumerate(hfield.children, 1):
+            for j, hsub in enumerate(hcomp.children, 1):
+                value = getattr(hsub.value, "value", None)
+                if type(hsub.value).__name__ == "DTM" and isinstance(value, datetime):  # not TM, DT
+                    c, s = _position(hcomp, i), _position(hsub, j)
+                    outcome.timestamps += 1
+                    ours = parse_ts(seg.get(position, c, s, r))
+                    if ours != value:
+                        outcome.mismatches.append(f"{where}.{c}.{s}~{r}: {ours} != {value}")
+
+
+def _compare_typed(
+    seg: Segment, position: int, ours: str, reps: list[Any], outcome: _Outcome, where: str
+) -> None:
+    enc = seg.encoding
     chars = _chars(enc)
     if not all(_keeps_positions(hfield) for hfield in reps):
         outcome.typed_quirks["component past definition"] += 1
         return
+    _check_timestamps(seg, position, reps, outcome, where)
     theirs = enc.repetition.join(hfield.to_er7(chars) for hfield in reps)
     if _canon(ours, enc) == _canon(theirs, enc):
         return
@@ -341,6 +394,15 @@ def _compare_text(text: str, outcome: _Outcome, where: str) -> None:
     msg = parse(text)
     assert msg.to_er7() == text, f"{where}: to_er7 does not give the text back"
     typed = _typed_message(text, msg, outcome, where)
+    # MSH-7 in every version (hl7apy reads DTMs itself only from v2.5 on).
+    msh7 = msg.segments[0].get(7)
+    try:
+        expected_time = datetime_factory(msh7, DTM).value
+    except (HL7apyException, ValueError):
+        expected_time = None
+    outcome.timestamps += 1
+    if parse_ts(msh7) != expected_time:
+        outcome.mismatches.append(f"{where} MSH-7: {parse_ts(msh7)} != hl7apy {expected_time}")
     py_hl7 = hl7.parse(text)
     enc = msg.encoding
     chars = _chars(enc)
@@ -371,7 +433,7 @@ def _compare_text(text: str, outcome: _Outcome, where: str) -> None:
                 pass
             elif position in typed_seg.defined:
                 reps = typed_seg.fields.get(position, [])
-                _compare_typed(ours, reps, enc, outcome, here)
+                _compare_typed(seg, position, ours, reps, outcome, here)
             elif ours.strip():
                 outcome.typed_quirks["undefined field"] += 1
     outcome.messages += 1
@@ -387,6 +449,7 @@ def _compare_file(path: Path) -> _Outcome:
     return outcome
 
 
+@pytest.mark.slow  # hl7apy takes ~0.1 s a message; the whole set ~30 s
 @pytest.mark.parametrize("path", _files())
 def test_reader_agrees_with_hl7apy(path: Path) -> None:
     outcome = _compare_file(path)
@@ -408,6 +471,31 @@ def test_round_trip(path: Path) -> None:
     assert [s for m in messages for s in m.split("\r")] == segments
 
 
+# Shapes the corpus lacks, to show the fallbacks and comparisons work on them too.
+QUIRKS = {
+    "custom delimiters": "MSH#$%@!#LAB#HOSP#####ORU$R01#C1#P#2.5\rPID#1##A$B!C%D$E##X@F@Y@S@Z@T@W"
+    "\rOBX#1#ST#X$Y##a@.br@b@H@c@N@",
+    "5 encoding chars, v2.5 (hl7apy rejects)": "MSH|^~\\&#|LAB|H|||20240101||ORU^R01|1|P|2.5\r"
+    "OBX|1|ST|X||9\\P\\9",
+    "5 encoding chars, v2.8": "MSH|^~\\&#|LAB|H|||20240101||ORU^R01|1|P|2.8\rOBX|1|ST|X||9\\P\\9",
+    "version hl7apy lacks": "MSH|^~\\&|LAB|H|||20240101||ORU^R01|1|P|2.9\rPID|1||X",
+    "no version": "MSH|^~\\&|LAB|H|||20240101||ORU^R01|1|P\rPID|1||X",
+    "bad date": "MSH|^~\\&|LAB|H|||2024013X||ORU^R01|1|P|2.5\rOBR|1||||||20241399",
+    "Z-segment, unescaped backslash, hex": "MSH|^~\\&|LAB|H|||20240101||ORU^R01|1|P|2.5.1\r"
+    "ZXY|1|a^b~c&d||\\H\\x\\N\\\rNTE|1||C:\\temp\\x a\\X41\\b\\XC3A9\\ \\.sp2\\",
+    "ACK": "MSH|^~\\&|LAB|H|||20240101||ACK|1|P|2.5.1\rMSA|AA|1",
+}
+
+
+@pytest.mark.parametrize("text", list(QUIRKS.values()), ids=list(QUIRKS))
+def test_reader_agrees_with_hl7apy_on_quirks(text: str) -> None:
+    outcome = _Outcome()
+    _compare_text(text, outcome, "quirk")
+    assert outcome.mismatches == []
+    assert outcome.fields > 0
+
+
+@pytest.mark.slow
 def test_corpus_is_covered() -> None:
     files = _corpus_files()
     if not files:
@@ -418,6 +506,7 @@ def test_corpus_is_covered() -> None:
     assert sum(o.messages for o in outcomes) >= CORPUS_SIZE
     assert sum(o.fields for o in outcomes) > 10_000
     assert sum(o.unescaped for o in outcomes) > 0
+    assert sum(o.timestamps for o in outcomes) > 100
     # Messages hl7apy cannot take whole are few, and each is still compared segment by segment.
     rejected = [f for o in outcomes for f in o.fallbacks if "message rejected" in f]
     assert len(rejected) <= 5, rejected

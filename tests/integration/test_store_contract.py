@@ -278,6 +278,20 @@ async def test_patients_save_load_delete(store: Store) -> None:
         assert await tx.load_patients([]) == {}
 
 
+async def test_unreadable_stored_state_is_a_store_error(db: Backend, store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.save_patient(patient("123^HOSP"))
+    await db.corrupt_patient("123^HOSP")
+    with pytest.raises(StoreError, match="123"):
+        await store.get_patient("123^HOSP")
+    with pytest.raises(StoreError, match="rolled back"):
+        async with store.transaction() as tx:
+            await tx.add_message(msg("C1"))
+            with pytest.raises(StoreError, match="cannot be read"):
+                await tx.load_patients(["123^HOSP"])
+    assert await store.count_messages() == 0
+
+
 async def test_concurrent_transactions_on_one_patient_lose_no_update(store: Store) -> None:
     """Read-modify-write from many tasks at once: the store serialises them per patient."""
 

@@ -168,3 +168,35 @@ def test_recommendations_follow_state(kb: KnowledgeBase) -> None:
 def test_message_without_patient_changes_nothing(kb: KnowledgeBase) -> None:
     out = evaluate(msg("N1", datetime(2026, 1, 1), patient=None), {}, kb)
     assert (out.states, out.alerts) == ({}, [])
+
+
+def test_mention_covers_the_sample_ordered_in_the_same_message(kb: KnowledgeBase) -> None:
+    drawn = datetime(2026, 3, 2, 7, 50)
+    lab = LabOrder(
+        "TS9",
+        Coded("890-4", "Antibody screen", "LN"),
+        Coded(),
+        drawn,
+        False,
+        False,
+        clinical_info="Pt on Darzalex Faspro q4wk",
+    )
+    rules, states = run(kb, msg("M9", datetime(2026, 3, 2, 8, 15), lab_orders=(lab,)))
+    assert rules == ["bb-serology:TS9"]
+    assert states[PT.key].exposures["daratumumab_sc"].first_point == drawn
+
+
+def test_negated_mention_is_not_an_exposure(kb: KnowledgeBase) -> None:
+    when = datetime(2026, 3, 2)
+    lab = LabOrder(
+        "TS8",
+        Coded("890-4", "Antibody screen", "LN"),
+        Coded(),
+        when,
+        False,
+        False,
+        notes=("No daratumumab history",),
+    )
+    rules, states = run(kb, msg("M8", when, lab_orders=(lab,)))
+    assert rules == []
+    assert PT.key not in states or not states[PT.key].exposures
