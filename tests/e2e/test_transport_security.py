@@ -1,4 +1,4 @@
-"""TLS on MLLP and HTTP (with client-certificate verification), idle timeouts, MSH-18, no PHI in logs."""
+"""TLS on MLLP and HTTP (client certificates), idle timeouts, MSH-18, no PHI in logs."""
 
 from __future__ import annotations
 
