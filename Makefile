@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint check-corpus clean
+.PHONY: run test lint check-corpus clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,17 @@ test: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Longer fuzzing on demand: many more hypothesis examples and corpus mutations, then atheris
+# (coverage-guided) on the reader and framer. FUZZ_RUNS bounds the atheris run.
+FUZZ_EXAMPLES ?= 20000
+FUZZ_ROUNDS ?= 25
+FUZZ_RUNS ?= 200000
+fuzz: $(STAMP)
+	LISGUARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) LISGUARD_FUZZ_ROUNDS=$(FUZZ_ROUNDS) \
+	  $(BIN)/pytest -p no:cacheprovider tests/fuzz
+	$(BIN)/pip install --quiet -e '.[test,fuzz]'
+	$(BIN)/python tests/fuzz/atheris_hl7.py -runs=$(FUZZ_RUNS) -max_len=65536
 
 check-corpus: $(STAMP)
 	$(BIN)/lisguard check ../shared/corpus/fhir-converter-hl7v2/*.hl7

@@ -7,6 +7,7 @@ import json
 import signal
 import ssl
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -20,9 +21,12 @@ from lisguard.services import Ingestor, IngestPolicy
 from lisguard.settings import Settings, TlsSettings
 from lisguard.store import open_store
 from lisguard.store.memory import MemoryStore
+from lisguard.transport.delivery import Delivery
 from lisguard.transport.http import start_http
 from lisguard.transport.metrics import Metrics
 from lisguard.transport.mllp import MllpServer, msa_code, send_files
+from lisguard.web import api as alert_api
+from lisguard.web import audit_api, auth, routes
 
 log = structlog.get_logger("lisguard")
 
@@ -31,9 +35,9 @@ class ConfigError(Exception):
     """A configuration or knowledge-base file is wrong; the message says which and where."""
 
 
-def load_knowledge(files: Sequence[Path]) -> KnowledgeBase:
+def load_knowledge(files: Sequence[Path], base_dir: Path | None = None) -> KnowledgeBase:
     try:
-        return load_knowledge_base(list(files))
+        return load_knowledge_base(list(files), base_dir=base_dir)
     except KnowledgeBaseError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -49,9 +53,16 @@ def ingest_policy(settings: Settings) -> IngestPolicy:
     )
 
 
-async def check(files: Sequence[Path], knowledge: Sequence[Path], out: TextIO, err: TextIO) -> int:
+async def check(
+    files: Sequence[Path],
+    knowledge: Sequence[Path],
+    out: TextIO,
+    err: TextIO,
+    *,
+    knowledge_dir: Path | None = None,
+) -> int:
     """`lisguard check`: the ingest pipeline over files with an in-memory store."""
-    kb = load_knowledge(knowledge)
+    kb = load_knowledge(knowledge, knowledge_dir)
     ingestor = Ingestor(MemoryStore(), kb)
     await ingestor.store.open()
     status = 0
@@ -106,9 +117,16 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.kb = load_knowledge(settings.knowledge.files)
+        self.kb = load_knowledge(settings.knowledge.files, settings.knowledge.base_dir)
         self.store = open_store(settings.store.url.get_secret_value())
-        self.ingestor = Ingestor(self.store, self.kb, ingest_policy(settings))
+        try:  # outbox channels (webhook, HL7) and the snooze/collapse routing of new alerts
+            self.delivery = Delivery(self.store, settings.delivery)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.ingestor = Ingestor(
+            self.store, self.kb, ingest_policy(settings), routing=self.delivery.routing
+        )
+        self.ingestor.listeners.append(self.delivery.on_alerts)
         self.metrics = Metrics()
         self.mllp: MllpServer | None = None
         self.http: web.AppRunner | None = None
@@ -126,9 +144,24 @@ class Service:
             self.mllp_port = self.mllp.port
         if s.http.enabled:
             self.http = await start_http(
-                self.ingestor, s.http, metrics=self.metrics, ssl_context=server_ssl(s.http.tls)
+                self.ingestor,
+                s.http,
+                metrics=self.metrics,
+                ssl_context=server_ssl(s.http.tls),
+                extensions=[
+                    partial(
+                        auth.install,
+                        store=self.store,
+                        enabled=s.http.auth_required,
+                        max_failures=s.http.max_failed_logins_per_minute,
+                    ),
+                    partial(audit_api.install, store=self.store),
+                    partial(routes.install, ingestor=self.ingestor),  # technologist page
+                ],
             )
             self.http_port = _bound_port(self.http)
+        live = self.http.app.get(alert_api.LIVE) if self.http is not None else None
+        self.delivery.start([live.changed] if live is not None else [])
         log.info(
             "started",
             mllp_port=self.mllp_port,
@@ -140,6 +173,7 @@ class Service:
         """Stop accepting, finish in-flight messages, close the store."""
         if self.mllp is not None:
             await self.mllp.stop()
+        await self.delivery.stop()  # one last try of pending deliveries, then the workers end
         if self.http is not None:
             await self.http.cleanup()
         await self.store.close()

@@ -12,8 +12,10 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
-from lisguard import app
+from lisguard import admin, app
 from lisguard.settings import Settings
+from lisguard.store.access import ROLES
+from lisguard.store.base import StoreError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +45,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_send.add_argument("--ca-file", type=Path, help="CA to verify the server with")
     p_send.add_argument("files", type=Path, nargs="+")
 
+    p_token = sub.add_parser("token", help="API tokens: create, list, revoke")
+    token_sub = p_token.add_subparsers(dest="token_command", required=True)
+    p_tc = token_sub.add_parser("create", help="create a token and print it once")
+    p_tc.add_argument("--role", required=True, choices=ROLES)
+    p_tc.add_argument("--name", required=True, help="who or what uses it (shown in the audit)")
+    p_tl = token_sub.add_parser("list", help="list tokens (never the tokens themselves)")
+    p_tr = token_sub.add_parser("revoke", help="revoke a token by id")
+    p_tr.add_argument("id", type=int)
+    for p in (p_tc, p_tl, p_tr):
+        p.add_argument("--config", type=Path, help="YAML settings file (store)")
+
+    p_audit = sub.add_parser("audit", help="audit log: verify the hash chain")
+    audit_sub = p_audit.add_subparsers(dest="audit_command", required=True)
+    p_av = audit_sub.add_parser("verify", help="detect any edit, deletion or reordering")
+    p_av.add_argument("--config", type=Path, help="YAML settings file (store)")
+
+    p_purge = sub.add_parser("purge", help="apply retention: empty old raw messages, old audit")
+    p_purge.add_argument("--config", type=Path, help="YAML settings file (store, retention)")
+    p_purge.add_argument("--raw-days", type=int, help="override retention.raw_message_days")
+    p_purge.add_argument("--audit-days", type=int, help="override retention.audit_event_days")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "check-config":
@@ -52,12 +75,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(app.serve(settings))
         if args.command == "check":
             files = [*settings.knowledge.files, *args.knowledge]
-            return asyncio.run(app.check(args.files, files, sys.stdout, sys.stderr))
+            return asyncio.run(
+                app.check(
+                    args.files,
+                    files,
+                    sys.stdout,
+                    sys.stderr,
+                    knowledge_dir=settings.knowledge.base_dir,
+                )
+            )
+        if args.command == "token":
+            if args.token_command == "create":
+                return asyncio.run(admin.token_create(settings, args.role, args.name, sys.stdout))
+            if args.token_command == "list":
+                return asyncio.run(admin.token_list(settings, sys.stdout))
+            return asyncio.run(admin.token_revoke(settings, args.id, sys.stdout))
+        if args.command == "audit":
+            return asyncio.run(admin.audit_verify(settings, sys.stdout))
+        if args.command == "purge":
+            return asyncio.run(
+                admin.purge(
+                    settings, sys.stdout, raw_days=args.raw_days, audit_days=args.audit_days
+                )
+            )
         if args.command == "send":
             return asyncio.run(
                 app.send(args.files, args.host, args.port, args.timeout, args.tls, args.ca_file)
             )
-    except (FileNotFoundError, ValidationError, app.ConfigError) as exc:
+    except (FileNotFoundError, ValidationError, app.ConfigError, StoreError) as exc:
         _fail(sys.stderr, str(exc))
         return 2
     except (OSError, TimeoutError) as exc:  # send: nobody listening, no ACK in time
@@ -71,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _check_config(path: Path | None) -> int:
     try:
         settings = Settings.load(path)
-        app.load_knowledge(settings.knowledge.files)
+        app.load_knowledge(settings.knowledge.files, settings.knowledge.base_dir)
     except (FileNotFoundError, ValidationError, app.ConfigError) as exc:
         _fail(sys.stderr, str(exc))
         return 2

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 
 import structlog
 
+from lisguard.alerting.routing import AlertRouting
 from lisguard.domain.alerts import Alert
-from lisguard.domain.engine import Outcome, evaluate, patient_keys
+from lisguard.domain.engine import Outcome, evaluate, patient_keys, touches_state
 from lisguard.domain.facts import ClinicalMessage, MessageKey
 from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.hl7v2.ack import AckError, Header, peek_header, responses
@@ -79,11 +80,13 @@ class Ingestor:
         policy: IngestPolicy | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        routing: AlertRouting | None = None,
     ) -> None:
         self.store = store
         self.kb = kb
         self.policy = policy or IngestPolicy()
         self.clock = clock
+        self.routing = routing or AlertRouting()  # snooze, collapse, outbox rows
         self.listeners: list[AlertListener] = []
 
     async def ingest(self, raw: bytes, *, peer: str = "", text: str | None = None) -> IngestResult:
@@ -137,7 +140,8 @@ class Ingestor:
                         )
                     flags = ("control-id-reused",)
                 outcome = Outcome({}, [], [], [])
-                if clinical is not None:
+                # most messages (a CBC, a chemistry panel) say nothing the rules read: no state
+                if clinical is not None and touches_state(clinical, self.kb):
                     states = await tx.load_patients(patient_keys(clinical))
                     outcome = evaluate(clinical, states, self.kb)
                     for state in outcome.states.values():
@@ -165,7 +169,10 @@ class Ingestor:
                     await tx.add_alerts(outcome.alerts, message_id=message_id, created_at=now)
                 )
                 alerts = [a for a in outcome.alerts if a.id in new_ids]
-                await tx.add_audit(_audit(now, message_id, digest, message, flags, outcome, alerts))
+                events = _audit(now, message_id, digest, message, flags, outcome, alerts)
+                if alerts:
+                    events += await self.routing.route(self.store.desk, tx, alerts, now)
+                await tx.add_audit(events)
         except StoreError as exc:
             log.error("store_failed", control_id=key.control_id, error=str(exc))
             err = AckError("207", f"message not stored, resend later: {exc}")
@@ -300,6 +307,12 @@ def _header(message: Message) -> Header:
     )
 
 
+def _sender(message: Message) -> str:
+    """MSH-3 and MSH-4, as an inspector reads them: application@facility."""
+    msh = message.segments[0]
+    return f"{msh.get(3)}@{msh.get(4)}"
+
+
 def _audit(
     now: datetime,
     message_id: int,
@@ -317,6 +330,7 @@ def _audit(
             detail={
                 "control_id": message.control_id,
                 "type": message.message_type,
+                "sender": _sender(message),
                 "outcome": "AA",
                 "sha256": digest,
                 "flags": list(flags),

@@ -30,7 +30,9 @@ def corpus_files() -> list[Path]:
 def service_settings(tmp_path: Path, **overrides: Any) -> Settings:
     data: dict[str, Any] = {
         "mllp": {"host": "127.0.0.1", "port": 0},
-        "http": {"host": "127.0.0.1", "port": 0},
+        # route tests that are not about access control run without tokens; the access
+        # control tests (tests/e2e/test_access_control.py) switch it on
+        "http": {"host": "127.0.0.1", "port": 0, "auth_required": False},
         "store": {"url": f"sqlite:///{tmp_path / 'lisguard.db'}"},
         "log": {"format": "json", "level": "WARNING"},
     }

@@ -188,6 +188,8 @@ def peek_header(text: str) -> Header | None:
     if start < 0 or len(text) < start + 8:
         return None
     line = text[start:].split("\r", 1)[0].split("\n", 1)[0]
+    if len(line) < 4:  # "MSH" alone on its line (found by fuzzing): no separator to read
+        return None
     sep = line[3]
     if sep.isalnum() or sep.isspace():
         return None

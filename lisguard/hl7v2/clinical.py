@@ -60,22 +60,53 @@ class _OpenLab:
     notes: list[str] = field(default_factory=list)
 
 
-def coded(seg: Segment, fld: int, repetition: int = 1, alternate: bool = False) -> Coded:
-    base = 4 if alternate else 1
+def _triplet(parts: list[str], base: int) -> Coded:
+    n = len(parts)
     return Coded(
-        code=seg.get(fld, base, repetition=repetition).strip(),
-        text=seg.get(fld, base + 1, repetition=repetition).strip(),
-        system=seg.get(fld, base + 2, repetition=repetition).strip(),
+        code=parts[base].strip() if base < n else "",
+        text=parts[base + 1].strip() if base + 1 < n else "",
+        system=parts[base + 2].strip() if base + 2 < n else "",
     )
+
+
+def coded(seg: Segment, fld: int, repetition: int = 1, alternate: bool = False) -> Coded:
+    return _triplet(seg.first_subcomponents(fld, repetition), 3 if alternate else 0)
+
+
+def coded_pair(seg: Segment, fld: int, repetition: int = 1) -> tuple[Coded, Coded]:
+    """The coded element and its alternate triplet (components 4-6), from one split."""
+    raw = seg.field_raw(fld)
+    enc = seg.encoding
+    if repetition == 1 and not (
+        enc.repetition in raw or enc.escape in raw or enc.subcomponent in raw
+    ):
+        return _plain_pair(raw, enc.component)
+    parts = seg.first_subcomponents(fld, repetition)
+    return _triplet(parts, 0), _triplet(parts, 3)
+
+
+# A feed repeats the same few thousand test and drug codes: their Coded pairs are built once.
+_PAIRS: dict[tuple[str, str], tuple[Coded, Coded]] = {}
+_PAIRS_MAX = 8192
+
+
+def _plain_pair(raw: str, comp: str) -> tuple[Coded, Coded]:
+    """coded_pair of a field with no repetition, escape or subcomponent character."""
+    key = (raw, comp)
+    found = _PAIRS.get(key)
+    if found is None:
+        parts = raw.split(comp) if raw else []
+        found = (_triplet(parts, 0), _triplet(parts, 3))
+        if len(_PAIRS) >= _PAIRS_MAX:
+            _PAIRS.clear()
+        _PAIRS[key] = found
+    return found
 
 
 def _codes(seg: Segment, fld: int) -> tuple[Coded, ...]:
     found = []
     for rep in range(1, len(seg.repetitions(fld)) + 1):
-        for alt in (False, True):
-            c = coded(seg, fld, rep, alt)
-            if not c.is_empty():
-                found.append(c)
+        found.extend(c for c in coded_pair(seg, fld, rep) if not c.is_empty())
     return tuple(found)
 
 
@@ -131,6 +162,71 @@ def _obx_values(seg: Segment, value_type: str) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _obx(seg: Segment) -> Observation:
+    """One OBX. Most are plain (no repetition, escape or subcomponent character): those are read
+    from their raw fields with one split each, the others through the reader's accessors. Both
+    paths read the same values (tests/unit/test_clinical_obx.py)."""
+    fields = seg.plain_fields()
+    if fields is None:
+        return _obx_generic(seg)
+    return _obx_plain(fields, seg.encoding.component)
+
+
+def _obx_generic(seg: Segment) -> Observation:
+    value_type = seg.get(2).strip().upper()
+    code, alt_code = coded_pair(seg, 3)
+    return Observation(
+        code=code,
+        alt_code=alt_code,
+        value_type=value_type,
+        values=_obx_values(seg, value_type),
+        time=parse_ts(seg.get(14)),
+        abnormal_flags=tuple(
+            seg.get(8, repetition=i).strip() for i in range(1, len(seg.repetitions(8)) + 1)
+        ),
+        status=seg.get(11).strip().upper(),
+        set_id=seg.get(1).strip(),
+    )
+
+
+def _obx_plain(fields: list[str], comp: str) -> Observation:
+    n = len(fields)
+
+    def first(i: int) -> str:  # get(i): the first component
+        return fields[i].partition(comp)[0] if i < n else ""
+
+    value_type = first(2).strip().upper()
+    values: list[str] = []
+    if n > 5 and fields[5]:
+        parts = fields[5].split(comp)
+        if value_type in TEXT_VALUE_TYPES:
+            text = "^".join(parts)
+        elif value_type in CODED_VALUE_TYPES:
+            code = parts[0].strip()
+            label = parts[1].strip() if len(parts) > 1 else ""
+            if code:
+                values.append(code)
+            text = label if label != code else ""
+        elif value_type == "SN":
+            text = "".join(parts)
+        else:
+            text = parts[0]
+        text = text.strip()
+        if text:
+            values.append(text)
+    code, alt_code = _plain_pair(fields[3] if n > 3 else "", comp)
+    return Observation(
+        code=code,
+        alt_code=alt_code,
+        value_type=value_type,
+        values=tuple(values),
+        time=parse_ts(first(14)),
+        abnormal_flags=(first(8).strip(),) if n > 8 and fields[8] else (),
+        status=first(11).strip().upper(),
+        set_id=first(1).strip(),
+    )
+
+
 def _nte_text(seg: Segment) -> str:
     reps = seg.repetitions(3)
     return " ".join(seg.get(3, repetition=i).strip() for i in range(1, len(reps) + 1)).strip()
@@ -160,11 +256,12 @@ def to_clinical(msg: Message) -> ClinicalMessage:
         obr, orc = open_lab.obr, open_lab.orc
         control = orc.get(1).strip().upper() if orc is not None else ""
         set_id = obr.get(1).strip() or str(len(labs) + 1)
+        service, alt_service = coded_pair(obr, 4)
         labs.append(
             LabOrder(
                 order_id=_order_id(obr, orc, f"{control_id}-{set_id}"),
-                service=coded(obr, 4),
-                alt_service=coded(obr, 4, alternate=True),
+                service=service,
+                alt_service=alt_service,
                 time=parse_ts(obr.get(7))
                 or parse_ts(obr.get(6))
                 or (parse_ts(orc.get(9)) if orc is not None else None),
@@ -226,26 +323,11 @@ def to_clinical(msg: Message) -> ClinicalMessage:
             close_lab()
             open_lab = _OpenLab(obr=seg, orc=group.orc)
         elif name == "OBX":
-            value_type = seg.get(2).strip().upper()
-            values = _obx_values(seg, value_type)
+            obs = _obx(seg)
             if open_lab is not None:
-                open_lab.observations.append(
-                    Observation(
-                        code=coded(seg, 3),
-                        alt_code=coded(seg, 3, alternate=True),
-                        value_type=value_type,
-                        values=values,
-                        time=parse_ts(seg.get(14)),
-                        abnormal_flags=tuple(
-                            seg.get(8, repetition=i).strip()
-                            for i in range(1, len(seg.repetitions(8)) + 1)
-                        ),
-                        status=seg.get(11).strip().upper(),
-                        set_id=seg.get(1).strip(),
-                    )
-                )
-            elif value_type in TEXT_VALUE_TYPES:
-                free_text.extend(FreeText("OBX-5", v) for v in values)
+                open_lab.observations.append(obs)
+            elif obs.value_type in TEXT_VALUE_TYPES:
+                free_text.extend(FreeText("OBX-5", v) for v in obs.values)
         elif name == "NTE":
             text = _nte_text(seg)
             if text:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from functools import lru_cache
 
 __all__ = ["parse_ts"]
 
@@ -16,6 +17,7 @@ _DTM = re.compile(
 )
 
 
+@lru_cache(maxsize=4096)  # a message repeats its times (OBR-7, every OBX-14); datetimes are immutable
 def parse_ts(value: str) -> datetime | None:
     """Read an HL7 DTM/TS value; None when empty or unreadable (never raises).
 

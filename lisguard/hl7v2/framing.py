@@ -11,6 +11,7 @@ __all__ = ["decode_bytes", "split_messages"]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
+_SEGMENT_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 # MSH-18 (HL7 table 0211, plus labels vendors write instead) -> Python codec.
 _CHARSETS = {
@@ -66,13 +67,14 @@ def _declared_codec(raw: bytes) -> str | None:
     sep = raw[start + 3 : start + 4]
     if not sep or sep in b"\r\n":
         return None
-    end = len(raw)
-    for terminator in (b"\r", b"\n"):
-        found = raw.find(terminator, start)
-        if 0 <= found < end:
-            end = found
-    fields = raw[start:end].split(sep)
-    if len(fields) < 18:
+    end = raw.find(b"\r", start)
+    if end < 0:
+        end = len(raw)
+    newline = raw.find(b"\n", start, end)
+    if newline >= 0:
+        end = newline
+    fields = raw[start:end].split(sep, 18)
+    if len(fields) < 18 or not fields[17]:
         return None
     label = fields[17]
     encoding_chars = fields[1]
@@ -129,14 +131,16 @@ def split_messages(text: str) -> list[str]:
     if "\x0b" in text or "\x1c" in text:
         text = text.replace("\x0b", "\r").replace("\x1c", "\r")
     if "\n" in text:
-        text = text.replace("\r\n", "\r").replace("\n", "\r")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+    else:
+        lines = text.split("\r")
     messages: list[list[str]] = []
     current: list[str] | None = None
     stray: list[str] = []
-    for line in text.split("\r"):
-        if not line:
-            continue
-        if line[0].isspace():
+    for line in lines:
+        if line[:1] not in _SEGMENT_START:
             line = line.lstrip()
             if not line:
                 continue

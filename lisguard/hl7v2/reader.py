@@ -157,40 +157,60 @@ def parse(text: str) -> Message:
         )
     if "\n" in text:
         text = text.replace("\r\n", "\r").replace("\n", "\r")
+    if text.endswith("\r"):  # the usual final terminator (MLLP)
+        text = text.rstrip("\r")
     sep = text[3:4]
     line_end = text.find("\r")
     first = text if line_end < 0 else text[:line_end]
     stop = first.find(sep, 4) if sep else -1
     encoding = _encoding(sep, first[4:] if stop < 0 else first[4:stop])
+    lines = text.split("\r")
+    heads = _valid_heads.get(sep)
+    if heads is not None and {line[:4] for line in lines[1:]} <= heads:
+        # Fast path: every segment after MSH starts with a name already seen valid + separator.
+        return Message(encoding, [Segment(line, encoding) for line in lines])
+    return Message(encoding, _checked_segments(lines, encoding))
+
+
+def _checked_segments(lines: list[str], encoding: Encoding) -> list[Segment]:
+    """The slow path of `parse`: blank lines skipped, every name checked, errors located."""
+    sep = encoding.field
+    heads = _valid_heads.get(sep)
+    if heads is None:
+        heads = set()
+        if len(_valid_heads) < 64:
+            _valid_heads[sep] = heads
     segments: list[Segment] = []
-    for index, line in enumerate(text.split("\r")):
+    for index, line in enumerate(lines):
         if not line or line.isspace():
             continue
-        if line[3:4] != sep or line[:3] not in _known_names:
-            _check_name(line, sep, index)
-            if len(_known_names) < 4096:
-                _known_names.add(line[:3])
         if segments and line.startswith("MSH"):
             raise HL7ReadError(
                 f"segment {index + 1} is a second MSH: split the text with split_messages()",
                 code="100",
                 segment="MSH",
             )
+        if line[:4] not in heads:
+            _check_name(line, sep, index)
+            if len(line) > 3 and segments and len(heads) < 4096:
+                heads.add(line[:4])  # never MSH: a second one must come here
         segments.append(Segment(line, encoding))
-    return Message(encoding, segments)
+    return segments
 
 
-_known_names: set[str] = {"MSH", "PID", "PV1", "ORC", "OBR", "OBX", "NTE", "RXA", "RXE", "RXO"}
+# Per field separator, the "XXX|" segment starts already found valid (MSH never included).
+_valid_heads: dict[str, set[str]] = {}
 
 
 class Message:
     """One parsed message: its encoding and its segments in order, MSH first."""
 
-    __slots__ = ("encoding", "segments")
+    __slots__ = ("_type", "encoding", "segments")
 
     def __init__(self, encoding: Encoding, segments: list[Segment]) -> None:
         self.encoding = encoding
         self.segments = segments
+        self._type: str | None = None  # message_type, read many times per message
 
     def __repr__(self) -> str:
         return f"<Message {self.message_type or '?'} {self.control_id!r} ({len(self.segments)})>"
@@ -209,9 +229,12 @@ class Message:
     @property
     def message_type(self) -> str:
         """MSH-9.1^MSH-9.2 ("ORU^R01"), always joined by '^'; just MSH-9.1 without a trigger."""
-        msh = self.segments[0]
-        code, trigger = msh.get(9, 1), msh.get(9, 2)
-        return f"{code}^{trigger}" if trigger else code
+        found = self._type
+        if found is None:
+            msh = self.segments[0]
+            code, trigger = msh.get(9, 1), msh.get(9, 2)
+            found = self._type = f"{code}^{trigger}" if trigger else code
+        return found
 
     @property
     def control_id(self) -> str:
@@ -273,6 +296,22 @@ class Segment:
         fields = self._split()
         return fields[field] if field < len(fields) else ""
 
+    def plain_fields(self) -> list[str] | None:
+        """The raw fields (index = field number) when the segment holds no repetition, escape
+        or subcomponent character, as most OBX segments: there a value is a whole field or one
+        of its components, and a caller reading many values may split them itself. None for
+        any other segment, and for MSH/FHS/BHS."""
+        enc = self.encoding
+        raw = self.raw
+        if (
+            enc.repetition in raw
+            or enc.escape in raw
+            or enc.subcomponent in raw
+            or self.name in _HEADER_SEGMENTS
+        ):
+            return None
+        return self._split()
+
     def _is_header_field(self, field: int) -> bool:
         return field <= 2 and self.name in _HEADER_SEGMENTS
 
@@ -301,31 +340,78 @@ class Segment:
             for part in reps[repetition - 1].split(enc.component)
         ]
 
+    def first_subcomponents(self, field: int, repetition: int = 1) -> list[str]:
+        """Every component of one repetition as `get(field, c, 1, repetition)` reads it (its
+        first subcomponent, unescaped), from one split: for coded elements, whose code, text
+        and system (and alternate triplet) a caller wants together. [] when empty or absent."""
+        if repetition < 1:
+            raise ValueError(f"HL7 repetitions start at 1, got {repetition}")
+        value = self.field_raw(field)
+        if not value:
+            return []
+        if self._is_header_field(field):
+            return [value] if repetition == 1 else []
+        enc = self.encoding
+        if enc.repetition in value:
+            reps = value.split(enc.repetition)
+            if repetition > len(reps):
+                return []
+            value = reps[repetition - 1]
+        elif repetition != 1:
+            return []
+        sub, esc = enc.subcomponent, enc.escape
+        parts = value.split(enc.component)
+        for i, part in enumerate(parts):
+            if sub in part:
+                part = parts[i] = part.partition(sub)[0]
+            if esc in part:
+                parts[i] = unescape(part, enc)
+        return parts
+
     def get(
         self, field: int, component: int = 1, subcomponent: int = 1, repetition: int = 1
     ) -> str:
         """One value, unescaped; "" when absent. MSH-1 and MSH-2 come back as they are."""
-        if component < 1 or subcomponent < 1 or repetition < 1:
-            raise ValueError("HL7 components, subcomponents and repetitions start at 1")
-        value = self.field_raw(field)
+        if field < 1 or component < 1 or subcomponent < 1 or repetition < 1:
+            raise ValueError("HL7 fields, components, subcomponents and repetitions start at 1")
+        fields = self._fields
+        if fields is None:
+            fields = self._split()
+        if field >= len(fields):
+            return ""
+        value = fields[field]
         if not value:
             return ""
-        if self._is_header_field(field):
+        if field <= 2 and self.name in _HEADER_SEGMENTS:
             return value if component == subcomponent == repetition == 1 else ""
         enc = self.encoding
-        for sep, position in (
-            (enc.repetition, repetition),
-            (enc.component, component),
-            (enc.subcomponent, subcomponent),
-        ):
-            if sep in value:
-                parts = value.split(sep)
-                if position > len(parts):
-                    return ""
-                value = parts[position - 1]
-            elif position != 1:
+        sep = enc.repetition
+        if sep in value:
+            parts = value.split(sep)
+            if repetition > len(parts):
                 return ""
-        return unescape(value, enc) if enc.escape in value else value
+            value = parts[repetition - 1]
+        elif repetition != 1:
+            return ""
+        sep = enc.component
+        if sep in value:
+            parts = value.split(sep)
+            if component > len(parts):
+                return ""
+            value = parts[component - 1]
+        elif component != 1:
+            return ""
+        sep = enc.subcomponent
+        if sep in value:
+            parts = value.split(sep)
+            if subcomponent > len(parts):
+                return ""
+            value = parts[subcomponent - 1]
+        elif subcomponent != 1:
+            return ""
+        if enc.escape in value:
+            return unescape(value, enc)
+        return value
 
     def to_er7(self) -> str:
         """The segment as on the wire."""

@@ -16,11 +16,15 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lisguard.domain.alerts import Alert
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
+
+if TYPE_CHECKING:
+    from lisguard.store.access import AccessStore
+    from lisguard.store.desk import DeskStore
 
 
 class StoreError(Exception):
@@ -82,6 +86,8 @@ class AuditEvent:
 class StoredAuditEvent:
     seq: int
     event: AuditEvent
+    prev_hash: str | None = None  # hash of the event before (lisguard.domain.audit)
+    hash: str | None = None
 
 
 class Transaction(Protocol):
@@ -151,3 +157,14 @@ class Store(Protocol):
     async def list_audit(
         self, *, after_seq: int = 0, limit: int = 1000
     ) -> list[StoredAuditEvent]: ...
+
+    @property
+    def access(self) -> AccessStore:
+        """Tokens, audit search and retention (lisguard.store.access)."""
+        ...
+
+    @property
+    def desk(self) -> DeskStore:
+        """Alert reviews, snoozes, collapsed repeats and the delivery outbox
+        (lisguard.store.desk)."""
+        ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from lisguard.domain.alerts import Alert
+from lisguard.domain.audit import event_hash
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
 from lisguard.store.base import (
@@ -66,6 +67,20 @@ def dump_json(value: Any) -> str:
     return json.dumps(
         value, default=_json_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
+
+
+def chain_rows(
+    prev: str | None, events: Sequence[AuditEvent], stamp: Callable[[datetime], Any]
+) -> list[tuple[Any, ...]]:
+    """Audit rows ready to insert, each hashed over what will be stored and linked to `prev`:
+    (at, kind, actor, subject, detail JSON, prev_hash, hash)."""
+    rows = []
+    for e in events:
+        detail = dump_json(e.detail)
+        digest = event_hash(prev, utc(e.at), e.kind, e.actor, e.subject, load_detail(detail))
+        rows.append((stamp(e.at), e.kind, e.actor, e.subject, detail, prev, digest))
+        prev = digest
+    return rows
 
 
 def load_detail(text: str) -> dict[str, Any]:
@@ -120,6 +135,8 @@ class _AuditRow:
     actor: str
     subject: str
     detail: str  # JSON
+    prev_hash: str | None = None
+    hash: str | None = None
 
     def stored(self) -> StoredAuditEvent:
         event = AuditEvent(
@@ -129,7 +146,7 @@ class _AuditRow:
             subject=self.subject,
             detail=load_detail(self.detail),
         )
-        return StoredAuditEvent(seq=self.seq, event=event)
+        return StoredAuditEvent(seq=self.seq, event=event, prev_hash=self.prev_hash, hash=self.hash)
 
 
 class MemoryStore:
@@ -148,6 +165,12 @@ class MemoryStore:
         self._next_message_id = 1
         self._next_alert_seq = 1
         self._next_audit_seq = 1
+        from lisguard.store.access import MemoryAccess  # access.py builds on this module
+
+        self.access = MemoryAccess(self)  # tokens, audit search, retention
+        from lisguard.store.desk_memory import MemoryDesk
+
+        self.desk = MemoryDesk(self)  # alert desk: reviews, snoozes, repeats, outbox
 
     # -- lifecycle
 
@@ -243,6 +266,7 @@ class _MemoryTransaction:
         self._patients: dict[str, str | None] = {}  # None: deleted
         self._alerts: dict[str, _AlertRow] = {}
         self._audit: list[_AuditRow] = []
+        self.on_commit: list[Callable[[], None]] = []  # staged writes of store.desk
 
     def _check(self) -> None:
         if self.finished:
@@ -363,5 +387,13 @@ class _MemoryTransaction:
             store._alerts[alert_id] = replace(row, seq=store._next_alert_seq)
             store._next_alert_seq += 1
         for audit in self._audit:
-            store._audit.append(replace(audit, seq=store._next_audit_seq))
+            prev = store._audit[-1].hash if store._audit else None
+            digest = event_hash(
+                prev, audit.at, audit.kind, audit.actor, audit.subject, load_detail(audit.detail)
+            )
+            store._audit.append(
+                replace(audit, seq=store._next_audit_seq, prev_hash=prev, hash=digest)
+            )
             store._next_audit_seq += 1
+        for apply in self.on_commit:
+            apply()

@@ -31,6 +31,7 @@ import asyncpg
 from lisguard.domain.alerts import Alert
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
+from lisguard.store.access import AUDIT_CHAIN_LOCK, SqlAccess
 from lisguard.store.base import (
     AuditEvent,
     NewMessage,
@@ -41,7 +42,8 @@ from lisguard.store.base import (
     StoreUnavailable,
     Transaction,
 )
-from lisguard.store.memory import dump_json, load_alert, load_detail, load_patient, utc
+from lisguard.store.desk_sql import SqlDesk
+from lisguard.store.memory import chain_rows, load_alert, load_detail, load_patient, utc
 from lisguard.store.migrations import apply_postgres
 
 T = TypeVar("T")
@@ -179,6 +181,8 @@ class PostgresStore:
         self.command_timeout = command_timeout
         self.ping_timeout = ping_timeout
         self._where = redact_dsn(dsn)
+        self.access = SqlAccess(self, "postgres", utc, utc)  # tokens, audit search, retention
+        self.desk = SqlDesk(self, "postgres", utc, utc)  # alert desk and outbox
         self._pool: Any = None
 
     def __repr__(self) -> str:
@@ -354,7 +358,7 @@ class PostgresStore:
     async def list_audit(self, *, after_seq: int = 0, limit: int = 1000) -> list[StoredAuditEvent]:
         rows = await self._read(
             "fetch",
-            "SELECT seq, kind, at, actor, subject, detail FROM audit_events"
+            "SELECT seq, kind, at, actor, subject, detail, prev_hash, hash FROM audit_events"
             " WHERE seq > $1 ORDER BY seq LIMIT $2",
             after_seq,
             max(limit, 0),
@@ -369,6 +373,8 @@ class PostgresStore:
                     subject=r["subject"],
                     detail=load_detail(r["detail"]),
                 ),
+                prev_hash=r["prev_hash"],
+                hash=r["hash"],
             )
             for r in rows
         ]
@@ -531,12 +537,23 @@ class _PostgresTransaction:
     async def add_audit(self, events: Sequence[AuditEvent]) -> None:
         if not events:
             return
-        rows = [(utc(e.at), e.kind, e.actor, e.subject, dump_json(e.detail)) for e in events]
+        # One chain across replicas: appends take a transaction-scoped lock, held from here to
+        # commit. add_audit is the last write of a unit of work, so the lock is held briefly,
+        # and always after any patient lock (no lock-order inversion).
+        await self._run(
+            partial(self._conn.execute, "SELECT pg_advisory_xact_lock($1)", AUDIT_CHAIN_LOCK),
+            "add_audit",
+        )
+        last = await self._run(
+            partial(self._conn.fetchval, "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1"),
+            "add_audit",
+        )
+        rows = chain_rows(last, events, utc)
         await self._run(
             partial(
                 self._conn.executemany,
-                "INSERT INTO audit_events (at, kind, actor, subject, detail)"
-                " VALUES ($1, $2, $3, $4, $5::jsonb)",
+                "INSERT INTO audit_events (at, kind, actor, subject, detail, prev_hash, hash)"
+                " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)",
                 rows,
             ),
             "add_audit",

@@ -1,13 +1,16 @@
-"""SQLite backend (aiosqlite): one file, one writer.
+"""SQLite backend: one file, one writer.
 
-- WAL journal, synchronous=FULL by default (a commit is on disk when COMMIT returns; NORMAL is
-  faster but a power cut may lose the last commits - never an ACKed one with FULL),
+- WAL journal, synchronous=NORMAL by default: a committed message survives the process dying
+  (kill -9, OOM, crash: the WAL is in the OS), not a power cut or kernel crash, which may lose
+  the last commits. synchronous=FULL (URL ?synchronous=FULL) also survives those: every COMMIT
+  waits for an fsync, shared by the messages that arrive meanwhile (group commit).
   busy_timeout, foreign keys on.
-- ONE writer connection; transactions are serialised by an asyncio.Lock and start with
+- ONE writer connection (lisguard.store.sqlite_writer: statements inline on the event loop,
+  group commit); transactions are serialised by its lock and the SQLite transaction starts with
   BEGIN IMMEDIATE, so the write lock is held from the first statement and no transaction ever
   fails half-way with SQLITE_BUSY. That also serialises work on a patient.
-- Reads outside a transaction use a second, query-only connection: with WAL they see the last
-  committed state and never wait for the writer.
+- Reads outside a transaction use a second, query-only connection (aiosqlite): with WAL they
+  see the last committed state and never wait for the writer.
 - sqlite3/OS errors are translated to StoreUnavailable (cannot open, locked, disk I/O, read-only,
   disk full) or StoreError (constraint violations and the like).
 """
@@ -31,6 +34,7 @@ import aiosqlite
 from lisguard.domain.alerts import Alert
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
+from lisguard.store.access import SqlAccess
 from lisguard.store.base import (
     AuditEvent,
     NewMessage,
@@ -41,8 +45,10 @@ from lisguard.store.base import (
     StoreUnavailable,
     Transaction,
 )
-from lisguard.store.memory import dump_json, load_alert, load_detail, load_patient, utc
+from lisguard.store.desk_sql import SqlDesk
+from lisguard.store.memory import chain_rows, load_alert, load_detail, load_patient, utc
 from lisguard.store.migrations import apply_sqlite
+from lisguard.store.sqlite_writer import GroupWriter, InlineConnection
 
 T = TypeVar("T")
 
@@ -121,9 +127,10 @@ class SqliteStore:
         self,
         path: str | os.PathLike[str],
         *,
-        synchronous: str = "FULL",
+        synchronous: str = "NORMAL",
         busy_timeout_ms: int = 5000,
         ping_timeout: float = 5.0,
+        min_free_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -134,9 +141,13 @@ class SqliteStore:
         self.synchronous = mode
         self.busy_timeout_ms = busy_timeout_ms
         self.ping_timeout = ping_timeout
-        self._writer: aiosqlite.Connection | None = None
+        # readiness wants room for more than the probe: a nearly full disk still takes the
+        # probe's one page while every real message is refused (seen with a 1 MiB tmpfs)
+        self.min_free_bytes = min_free_bytes
+        self._writer: GroupWriter | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self.access = SqlAccess(self, "sqlite", _ts, _parse_ts)  # tokens, audit search, retention
+        self.desk = SqlDesk(self, "sqlite", _ts, _parse_ts)  # alert desk and outbox
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r}, synchronous={self.synchronous})"
@@ -153,90 +164,89 @@ class SqliteStore:
                 f"SQLite {self.path}: cannot create directory {self.path.parent}:"
                 f" {exc.strerror or exc}"
             ) from exc
-        writer: aiosqlite.Connection | None = None
+        conn: sqlite3.Connection | None = None
         reader: aiosqlite.Connection | None = None
         try:
-            writer = await aiosqlite.connect(self.path, isolation_level=None)
-            await writer.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            rows = list(await writer.execute_fetchall("PRAGMA journal_mode = WAL"))
+            # the writer is used inline on the loop, and by a thread for FULL commits
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            rows = conn.execute("PRAGMA journal_mode = WAL").fetchall()
             if not rows or str(rows[0][0]).lower() != "wal":
                 raise StoreUnavailable(f"SQLite {self.path}: cannot switch to WAL journal mode")
-            await writer.execute(f"PRAGMA synchronous = {self.synchronous}")
-            await writer.execute("PRAGMA foreign_keys = ON")
-            await apply_sqlite(writer)
-            await self._probe(writer)  # fail now, not at the first message, if read-only
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            await apply_sqlite(InlineConnection(conn))
+            self._probe(conn)  # fail now, not at the first message, if read-only
             reader = await aiosqlite.connect(self.path, isolation_level=None)
             await reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             await reader.execute("PRAGMA query_only = ON")
         except BaseException as exc:
-            for conn in (reader, writer):
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+            if reader is not None:
+                with contextlib.suppress(Exception):
+                    await reader.close()
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
             if isinstance(exc, LIBRARY_ERRORS):
                 raise translate(exc, "cannot open the database", self.path) from exc
             raise
-        self._writer, self._reader = writer, reader
+        self._writer = GroupWriter(
+            conn,
+            self.path,
+            commit_in_thread=self.synchronous == "FULL",  # FULL commits wait for an fsync
+            busy_timeout_ms=self.busy_timeout_ms,
+            translate=lambda exc, doing: translate(exc, doing, self.path),
+        )
+        self._reader = reader
 
     async def close(self) -> None:
-        async with self._write_lock:  # let a running transaction finish
-            writer, reader = self._writer, self._reader
-            self._writer = self._reader = None
-            for conn in (reader, writer):
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+        writer, reader = self._writer, self._reader
+        self._writer = self._reader = None
+        if writer is not None:
+            await writer.close()  # lets a running transaction finish and commit
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await reader.close()
 
     async def ping(self) -> bool:
         """A real (tiny) committed write: proves the file is writable, not just readable."""
         try:
-            async with asyncio.timeout(self.ping_timeout), self._write_lock:
-                writer = self._writer
-                if writer is None or self._reader is None:
+            async with asyncio.timeout(self.ping_timeout):
+                writer, reader = self._writer, self._reader
+                if writer is None or reader is None:
                     return False
-                await self._probe(writer)
-                await self._reader.execute_fetchall("SELECT 1")
-            return True
+                async with writer.unit() as conn:
+                    await conn.execute(_PROBE, (_now(),))
+                await reader.execute_fetchall("SELECT 1")
+            disk = await asyncio.to_thread(os.statvfs, self.path.parent)
+            return disk.f_bavail * disk.f_frsize >= self.min_free_bytes
         except Exception:  # includes TimeoutError
             return False
 
-    async def _probe(self, writer: aiosqlite.Connection) -> None:
-        await _ensure_idle(writer)
-        await writer.execute("BEGIN IMMEDIATE")
+    def _probe(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            await writer.execute(_PROBE, (_now(),))
-            await writer.execute("COMMIT")
+            conn.execute(_PROBE, (_now(),))
+            conn.execute("COMMIT")
         except BaseException:
-            await _rollback_quietly(writer)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
             raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._write_lock:
-            writer = self._writer
-            if writer is None:
-                raise StoreUnavailable(f"SQLite {self.path}: the store is not open")
-            try:
-                await _ensure_idle(writer)
-                await writer.execute("BEGIN IMMEDIATE")
-            except LIBRARY_ERRORS as exc:
-                raise translate(exc, "cannot start a transaction", self.path) from exc
-            tx = _SqliteTransaction(writer, self.path)
+        writer = self._writer
+        if writer is None:
+            raise StoreUnavailable(f"SQLite {self.path}: the store is not open")
+        # a savepoint in the writer's group commit; leaves only once committed
+        async with writer.unit() as conn:
+            tx = _SqliteTransaction(conn, self.path)
             try:
                 yield tx
-            except BaseException:
+            finally:
                 tx.finished = True
-                await _rollback_quietly(writer)
-                raise
-            tx.finished = True
             if tx.failed:
-                await _rollback_quietly(writer)
                 raise StoreError("transaction rolled back: a store operation inside it failed")
-            try:
-                await writer.execute("COMMIT")
-            except LIBRARY_ERRORS as exc:
-                await _rollback_quietly(writer)
-                raise translate(exc, "commit failed", self.path) from exc
 
     # -- reads (committed data, on the reader connection)
 
@@ -301,7 +311,7 @@ class SqliteStore:
 
     async def list_audit(self, *, after_seq: int = 0, limit: int = 1000) -> list[StoredAuditEvent]:
         rows = await self._read(
-            "SELECT seq, kind, at, actor, subject, detail FROM audit_events"
+            "SELECT seq, kind, at, actor, subject, detail, prev_hash, hash FROM audit_events"
             " WHERE seq > ? ORDER BY seq LIMIT ?",
             (after_seq, max(limit, 0)),
         )
@@ -315,25 +325,15 @@ class SqliteStore:
                     subject=r[4],
                     detail=load_detail(r[5]),
                 ),
+                prev_hash=r[6],
+                hash=r[7],
             )
             for r in rows
         ]
 
 
-async def _ensure_idle(conn: aiosqlite.Connection) -> None:
-    """Roll back a transaction left open by a cancelled task, before starting a new one."""
-    if conn.in_transaction:
-        await conn.execute("ROLLBACK")
-
-
-async def _rollback_quietly(conn: aiosqlite.Connection) -> None:
-    with contextlib.suppress(Exception):
-        if conn.in_transaction:
-            await conn.execute("ROLLBACK")
-
-
 class _SqliteTransaction:
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: InlineConnection, path: Path) -> None:
         self._conn = conn
         self._path = path
         self.finished = False
@@ -455,12 +455,17 @@ class _SqliteTransaction:
     async def add_audit(self, events: Sequence[AuditEvent]) -> None:
         if not events:
             return
-        rows = [(_ts(e.at), e.kind, e.actor, e.subject, dump_json(e.detail)) for e in events]
+        # The writer connection is exclusive for the transaction: reading the last hash and
+        # appending cannot interleave with another writer.
+        last = await self._fetch(
+            "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1", (), "add_audit"
+        )
+        rows = chain_rows(last[0][0] if last else None, events, _ts)
         await self._run(
             partial(
                 self._conn.executemany,
-                "INSERT INTO audit_events (at, kind, actor, subject, detail)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO audit_events (at, kind, actor, subject, detail, prev_hash, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             ),
             "add_audit",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -114,7 +115,16 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return json_error(500, "internal error; see the service log")
 
 
-def build_app(ingestor: Ingestor, settings: HttpSettings, metrics: Metrics) -> web.Application:
+# adds routes to the app; the composition root passes lisguard.web's (a sibling layer)
+Extension = Callable[[web.Application], None]
+
+
+def build_app(
+    ingestor: Ingestor,
+    settings: HttpSettings,
+    metrics: Metrics,
+    extensions: Sequence[Extension] = (),
+) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[json_errors])
     app[INGESTOR] = ingestor
     app[METRICS] = metrics
@@ -122,6 +132,8 @@ def build_app(ingestor: Ingestor, settings: HttpSettings, metrics: Metrics) -> w
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
+    for extend in extensions:
+        extend(app)
     return app
 
 
@@ -131,8 +143,9 @@ async def start_http(
     *,
     metrics: Metrics | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    extensions: Sequence[Extension] = (),
 ) -> web.AppRunner:
-    app = build_app(ingestor, settings, metrics or Metrics())
+    app = build_app(ingestor, settings, metrics or Metrics(), extensions)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context)

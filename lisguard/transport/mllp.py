@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -47,6 +48,8 @@ class MllpServer:
         self._idle = asyncio.Event()  # set whenever no message is in flight
         self._idle.set()
         self.port = settings.port
+        # a bad entry fails at start-up (check-config), not at the first connection
+        self._allowed = [ipaddress.ip_network(a, strict=False) for a in settings.allowed_sources]
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
@@ -58,6 +61,19 @@ class MllpServer:
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
+
+    def _source_allowed(self, peername: object) -> bool:
+        if not self._allowed:
+            return True
+        if not isinstance(peername, tuple):
+            return False
+        try:
+            address = ipaddress.ip_address(str(peername[0]).split("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self._allowed)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop accepting; let in-flight messages finish (and be ACKed), then close connections."""
@@ -79,6 +95,10 @@ class MllpServer:
         assert task is not None
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        if not self._source_allowed(peername):
+            log.warning("connection_refused", reason="source not allowed", peer=peer)
+            writer.close()
+            return
         if len(self._connections) >= self.settings.max_connections:
             log.warning("connection_refused", reason="max_connections")
             writer.close()
@@ -133,7 +153,14 @@ class MllpServer:
             acks = responses(header, ok=False, rejected=True, error=err)
             result = IngestResult(acks, "rejected", header.control_id, error=err.reason)
         else:
-            result = await self.ingestor.ingest(event.payload, peer=peer)
+            try:
+                result = await self.ingestor.ingest(event.payload, peer=peer)
+            except Exception as exc:  # a bug must cost one NAK, never the connection
+                log.exception("ingest_failed", peer=peer, error=type(exc).__name__)
+                header = peek_header(decode_bytes(event.payload[:4096])) or Header()
+                err = AckError("207", f"internal error ({type(exc).__name__}); resend later")
+                acks = responses(header, ok=False, rejected=True, error=err)
+                result = IngestResult(acks, "rejected", header.control_id, error=err.reason)
         for ack in result.responses:
             writer.write(frame(ack.encode("utf-8")))
         await writer.drain()

@@ -184,3 +184,23 @@ async def test_python_hl7_mllp_send_talks_to_lisguard(service: Service, tmp_path
 
 def test_samples_dir_exists() -> None:
     assert SAMPLES.is_dir() and (ROOT / "README.md").is_file()
+
+
+async def test_an_ingest_bug_costs_one_nak_not_the_connection(service: Service) -> None:
+    """Fault injection: the ingest path raises for one message; the sender gets AR and the
+    connection carries on."""
+    assert service.mllp is not None and service.mllp_port
+    real = service.ingestor.ingest
+
+    async def flaky(raw: bytes, **kw: object) -> object:
+        if b"BOOM1" in raw:
+            raise RuntimeError("injected")
+        return await real(raw, **kw)  # type: ignore[arg-type]
+
+    service.mllp.ingestor.ingest = flaky  # type: ignore[method-assign]
+    try:
+        async with MllpClient("127.0.0.1", service.mllp_port) as client:
+            assert msa(await client.send(ORDER.format(cid="BOOM1").encode())) == ("AR", "BOOM1")
+            assert msa(await client.send(ORDER.format(cid="OK2").encode())) == ("AA", "OK2")
+    finally:
+        service.mllp.ingestor.ingest = real  # type: ignore[method-assign]

@@ -1,0 +1,72 @@
+"""What the technologist sees about one patient: exposures (drug, last dose, window end),
+RBC typing on file with K status, the M-protein isotype, snoozes and the alert history.
+
+Judged the way the rules judge (lisguard.domain): the window end is the last exposure point plus
+the drug's window; "pre-treatment" typing and the patient's own isotype use the first exposure
+point of the drugs that affect serology / SPEP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from lisguard.domain.context import add_months
+from lisguard.domain.knowledge import Effect, KnowledgeBase
+from lisguard.domain.patient import Exposure, IsotypeStatement, PatientState, RbcTyping
+from lisguard.store.base import Store
+from lisguard.store.desk import AlertQuery, AlertRecord, Snooze
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureLine:
+    drug: str  # knowledge-base id
+    name: str
+    exposure: Exposure
+    window_end: datetime | None
+
+
+@dataclass(slots=True)
+class PatientSummary:
+    key: str
+    state: PatientState | None  # None: no clinical state on file (alerts may still exist)
+    exposures: list[ExposureLine] = field(default_factory=list)
+    typings: list[RbcTyping] = field(default_factory=list)
+    pretreatment_typing: bool = False
+    k_status: str = "unknown"  # positive | negative | unknown
+    isotypes: list[IsotypeStatement] = field(default_factory=list)
+    own_isotype: str | None = None
+    alerts: list[AlertRecord] = field(default_factory=list)  # newest first, every status
+    snoozes: list[Snooze] = field(default_factory=list)
+
+
+def _drugs_with(kb: KnowledgeBase, effect: Effect) -> set[str]:
+    return {d.id for d in kb.drugs.values() if d.enabled and effect in d.effects}
+
+
+async def patient_summary(store: Store, kb: KnowledgeBase, key: str) -> PatientSummary | None:
+    """None when lisguard knows nothing about this patient key."""
+    state = await store.get_patient(key)
+    alerts = await store.desk.search(AlertQuery(patient=key, order="newest", limit=200))
+    snoozes = await store.desk.list_snoozes(patient_key=key)
+    if state is None and not alerts and not snoozes:
+        return None
+    summary = PatientSummary(key, state, alerts=alerts, snoozes=snoozes)
+    if state is None:
+        return summary
+    for drug_id, exposure in sorted(state.exposures.items()):
+        drug = kb.drugs.get(drug_id)
+        end = None
+        if drug is not None and exposure.last_point is not None:
+            end = add_months(exposure.last_point, kb.window_months(drug))
+        name = drug.name if drug is not None else drug_id
+        summary.exposures.append(ExposureLine(drug_id, name, exposure, end))
+    summary.typings = sorted(state.typings, key=lambda t: t.time.isoformat() if t.time else "~")
+    summary.pretreatment_typing = state.has_pretreatment_typing(
+        _drugs_with(kb, Effect.RBC_SEROLOGY)
+    )
+    if state.k_positive is not None:
+        summary.k_status = "positive" if state.k_positive else "negative"
+    summary.isotypes = list(state.isotypes)
+    summary.own_isotype = state.own_isotype(_drugs_with(kb, Effect.SPEP_IFE))
+    return summary

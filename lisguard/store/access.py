@@ -1,0 +1,378 @@
+"""Tokens, audit search and retention: what lab managers and admins do with the store.
+
+Not on the per-message path, so one implementation serves both SQL backends (placeholders are
+rewritten for PostgreSQL); the memory backend has its own below. Every change here appends its
+own audit event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from lisguard.domain.audit import PURGE_KIND
+from lisguard.store.base import AuditEvent, StoredAuditEvent, StoreError
+from lisguard.store.memory import load_detail, utc
+
+ROLES = ("technologist", "manager", "admin", "sender")
+# PostgreSQL advisory lock key serialising appends to the audit chain (any fixed 64-bit number)
+AUDIT_CHAIN_LOCK = 0x6C67_6175_6469_7431
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    id: int
+    name: str
+    role: str
+    token_hash: str  # sha256 hex; the token itself is never stored
+    created_at: datetime
+    created_by: str = ""
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    since: datetime | None = None
+    until: datetime | None = None
+    kinds: tuple[str, ...] = ()  # exact kinds, or a prefix ending in "." ("alert.")
+    actor: str | None = None
+    patient: str | None = None  # patient key: subject, or detail.patient
+    rule: str | None = None  # detail.rule
+    before_seq: int | None = None  # paging: events older than this
+    limit: int = 500
+
+
+class AccessStore(Protocol):
+    async def add_token(
+        self, name: str, role: str, token_hash: str, *, by: str, at: datetime
+    ) -> ApiToken: ...
+
+    async def find_token(self, token_hash: str) -> ApiToken | None: ...
+
+    async def list_tokens(self) -> list[ApiToken]: ...
+
+    async def revoke_token(self, token_id: int, *, by: str, at: datetime) -> bool: ...
+
+    async def search_audit(self, query: AuditQuery) -> list[StoredAuditEvent]:
+        """Newest first."""
+        ...
+
+    async def purge_raw(self, before: datetime, *, by: str, at: datetime) -> int:
+        """Empty the raw bytes of messages received before `before`; returns how many."""
+        ...
+
+    async def purge_audit(self, before: datetime, *, by: str, at: datetime) -> int:
+        """Delete audit events older than `before`, leaving an anchor so the rest verifies."""
+        ...
+
+
+def _kind_clause(kinds: tuple[str, ...], params: list[Any]) -> str:
+    parts = []
+    for kind in kinds:
+        if kind.endswith("."):
+            parts.append("kind LIKE ?")
+            params.append(kind + "%")
+        else:
+            parts.append("kind = ?")
+            params.append(kind)
+    return "(" + " OR ".join(parts) + ")"
+
+
+class SqlAccess:
+    """AccessStore over the SQLite or PostgreSQL store (`dialect` picks SQL details)."""
+
+    def __init__(
+        self,
+        store: Any,
+        dialect: str,
+        stamp: Callable[[datetime], Any],
+        parse_time: Callable[[Any], datetime],
+    ) -> None:
+        self._store = store
+        self._pg = dialect == "postgres"
+        self._stamp = stamp
+        self._time = parse_time
+
+    def _sql(self, sql: str) -> str:
+        if not self._pg:
+            return sql
+        count = iter(range(1, 1000))
+        return re.sub(r"\?", lambda _: f"${next(count)}", sql)
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._pg:
+            rows: list[Any] = await self._store._read("fetch", self._sql(sql), *params)
+            return rows
+        result: list[Any] = await self._store._read(sql, params)
+        return result
+
+    async def _exec(self, tx: Any, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
+        conn = tx._conn
+        if self._pg:
+            rows: list[Any] = await tx._run(lambda: conn.fetch(self._sql(sql), *params), doing)
+            return rows
+        result: list[Any] = list(await tx._run(lambda: conn.execute_fetchall(sql, params), doing))
+        return result
+
+    def _token(self, r: Any) -> ApiToken:
+        return ApiToken(
+            id=int(r[0]),
+            name=r[1],
+            role=r[2],
+            token_hash=r[3],
+            created_at=self._time(r[4]),
+            created_by=r[5],
+            revoked_at=None if r[6] is None else self._time(r[6]),
+        )
+
+    async def add_token(
+        self, name: str, role: str, token_hash: str, *, by: str, at: datetime
+    ) -> ApiToken:
+        if role not in ROLES:
+            raise StoreError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+        async with self._store.transaction() as tx:
+            rows = await self._exec(
+                tx,
+                "INSERT INTO api_tokens (name, role, token_hash, created_at, created_by)"
+                " VALUES (?, ?, ?, ?, ?) RETURNING id",
+                (name, role, token_hash, self._stamp(at), by),
+                "add_token",
+            )
+            token_id = int(rows[0][0])
+            await tx.add_audit(
+                [AuditEvent("token.created", at, by, str(token_id), {"name": name, "role": role})]
+            )
+        return ApiToken(token_id, name, role, token_hash, utc(at), by)
+
+    async def find_token(self, token_hash: str) -> ApiToken | None:
+        rows = await self._read(f"{_TOKEN_SELECT} WHERE token_hash = ?", (token_hash,))
+        return self._token(rows[0]) if rows else None
+
+    async def list_tokens(self) -> list[ApiToken]:
+        return [self._token(r) for r in await self._read(f"{_TOKEN_SELECT} ORDER BY id")]
+
+    async def revoke_token(self, token_id: int, *, by: str, at: datetime) -> bool:
+        async with self._store.transaction() as tx:
+            rows = await self._exec(
+                tx,
+                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+                " RETURNING id",
+                (self._stamp(at), token_id),
+                "revoke_token",
+            )
+            if rows:
+                await tx.add_audit([AuditEvent("token.revoked", at, by, str(token_id))])
+        return bool(rows)
+
+    async def search_audit(self, query: AuditQuery) -> list[StoredAuditEvent]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.since is not None:
+            where.append("at >= ?")
+            params.append(self._stamp(query.since))
+        if query.until is not None:
+            where.append("at < ?")
+            params.append(self._stamp(query.until))
+        if query.kinds:
+            where.append(_kind_clause(query.kinds, params))
+        if query.actor:
+            where.append("actor = ?")
+            params.append(query.actor)
+        detail = "detail->>'{0}'" if self._pg else "json_extract(detail, '$.{0}')"
+        if query.patient:
+            where.append(f"(subject = ? OR {detail.format('patient')} = ?)")
+            params += [query.patient, query.patient]
+        if query.rule:
+            where.append(f"{detail.format('rule')} = ?")
+            params.append(query.rule)
+        if query.before_seq is not None:
+            where.append("seq < ?")
+            params.append(query.before_seq)
+        sql = "SELECT seq, kind, at, actor, subject, detail, prev_hash, hash FROM audit_events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        params.append(max(0, min(query.limit, 10_000)))
+        return [
+            StoredAuditEvent(
+                seq=int(r[0]),
+                event=AuditEvent(
+                    kind=r[1],
+                    at=self._time(r[2]),
+                    actor=r[3],
+                    subject=r[4],
+                    detail=load_detail(r[5]) if isinstance(r[5], str) else dict(r[5]),
+                ),
+                prev_hash=r[6],
+                hash=r[7],
+            )
+            for r in await self._read(sql, params)
+        ]
+
+    async def purge_raw(self, before: datetime, *, by: str, at: datetime) -> int:
+        empty = b""
+        async with self._store.transaction() as tx:
+            rows = await self._exec(
+                tx,
+                "UPDATE messages SET raw = ?, raw_purged_at = ?"
+                " WHERE received_at < ? AND raw_purged_at IS NULL RETURNING id",
+                (empty, self._stamp(at), self._stamp(before)),
+                "purge_raw",
+            )
+            await tx.add_audit(
+                [
+                    AuditEvent(
+                        "retention.raw_purged",
+                        at,
+                        by,
+                        "",
+                        {"before": utc(before).isoformat(), "messages": len(rows)},
+                    )
+                ]
+            )
+        return len(rows)
+
+    async def purge_audit(self, before: datetime, *, by: str, at: datetime) -> int:
+        async with self._store.transaction() as tx:
+            if self._pg:
+                await self._exec(
+                    tx, "SELECT pg_advisory_xact_lock(?)", (AUDIT_CHAIN_LOCK,), "purge_audit"
+                )
+            last = await self._exec(
+                tx,
+                "SELECT seq, hash FROM audit_events WHERE at < ? ORDER BY seq DESC LIMIT 1",
+                (self._stamp(before),),
+                "purge_audit",
+            )
+            if not last:
+                return 0
+            through, anchor = int(last[0][0]), last[0][1]
+            gone = await self._exec(
+                tx,
+                "DELETE FROM audit_events WHERE seq <= ? RETURNING seq",
+                (through,),
+                "purge_audit",
+            )
+            await tx.add_audit(
+                [
+                    AuditEvent(
+                        PURGE_KIND,
+                        at,
+                        by,
+                        "",
+                        {
+                            "before": utc(before).isoformat(),
+                            "through_seq": through,
+                            "anchor_hash": anchor,
+                            "events": len(gone),
+                        },
+                    )
+                ]
+            )
+        return len(gone)
+
+
+_TOKEN_SELECT = (
+    "SELECT id, name, role, token_hash, created_at, created_by, revoked_at FROM api_tokens"
+)
+
+
+class MemoryAccess:
+    """AccessStore over the memory backend (tests, `lisguard check`)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._tokens: dict[int, ApiToken] = {}
+
+    async def add_token(
+        self, name: str, role: str, token_hash: str, *, by: str, at: datetime
+    ) -> ApiToken:
+        if role not in ROLES:
+            raise StoreError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+        if any(t.token_hash == token_hash for t in self._tokens.values()):
+            raise StoreError("a token with this hash exists")
+        token = ApiToken(len(self._tokens) + 1, name, role, token_hash, utc(at), by)
+        async with self._store.transaction() as tx:
+            await tx.add_audit(
+                [AuditEvent("token.created", at, by, str(token.id), {"name": name, "role": role})]
+            )
+            self._tokens[token.id] = token
+        return token
+
+    async def find_token(self, token_hash: str) -> ApiToken | None:
+        return next((t for t in self._tokens.values() if t.token_hash == token_hash), None)
+
+    async def list_tokens(self) -> list[ApiToken]:
+        return list(self._tokens.values())
+
+    async def revoke_token(self, token_id: int, *, by: str, at: datetime) -> bool:
+        token = self._tokens.get(token_id)
+        if token is None or not token.active:
+            return False
+        async with self._store.transaction() as tx:
+            await tx.add_audit([AuditEvent("token.revoked", at, by, str(token_id))])
+            self._tokens[token_id] = replace(token, revoked_at=utc(at))
+        return True
+
+    async def search_audit(self, query: AuditQuery) -> list[StoredAuditEvent]:
+        found = []
+        for row in reversed(await self._store.list_audit(limit=10**9)):
+            e = row.event
+            if query.since is not None and e.at < utc(query.since):
+                continue
+            if query.until is not None and e.at >= utc(query.until):
+                continue
+            if query.kinds and not any(
+                e.kind.startswith(k) if k.endswith(".") else e.kind == k for k in query.kinds
+            ):
+                continue
+            if query.actor and e.actor != query.actor:
+                continue
+            if query.patient and query.patient not in (e.subject, e.detail.get("patient")):
+                continue
+            if query.rule and e.detail.get("rule") != query.rule:
+                continue
+            if query.before_seq is not None and row.seq >= query.before_seq:
+                continue
+            found.append(row)
+            if len(found) >= query.limit:
+                break
+        return found
+
+    async def purge_raw(self, before: datetime, *, by: str, at: datetime) -> int:
+        store = self._store
+        async with store.transaction() as tx:
+            ids = [
+                i
+                for i, m in store._messages.items()
+                if m.received_at < utc(before) and store._raw.get(i)
+            ]
+            for i in ids:
+                store._raw[i] = b""
+            detail = {"before": utc(before).isoformat(), "messages": len(ids)}
+            await tx.add_audit([AuditEvent("retention.raw_purged", at, by, "", detail)])
+        return len(ids)
+
+    async def purge_audit(self, before: datetime, *, by: str, at: datetime) -> int:
+        store = self._store
+        async with store.transaction() as tx:
+            old = [r for r in store._audit if r.at < utc(before)]
+            if not old:
+                return 0
+            through = old[-1]
+            store._audit = [r for r in store._audit if r.seq > through.seq]
+            detail = {
+                "before": utc(before).isoformat(),
+                "through_seq": through.seq,
+                "anchor_hash": through.hash,
+                "events": len([r for r in old if r.seq <= through.seq]),
+            }
+            await tx.add_audit([AuditEvent(PURGE_KIND, at, by, "", detail)])
+        return int(detail["events"])

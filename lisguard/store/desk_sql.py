@@ -1,0 +1,371 @@
+"""DeskStore over the SQLite and PostgreSQL backends (one implementation; `?` placeholders are
+rewritten to `$n` for PostgreSQL, which also gets row locks: FOR UPDATE, SKIP LOCKED)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from lisguard.store.desk import (
+    UNRESOLVED,
+    AlertNotFound,
+    AlertQuery,
+    AlertRecord,
+    Snooze,
+    refuse_lift,
+    refuse_unless,
+    review_event,
+    snooze_event,
+)
+from lisguard.store.memory import load_alert
+from lisguard.store.outbox_sql import SqlOutbox
+
+_ALERT = (
+    "payload, message_id, created_at, status, id, lead_id, repeat_count, last_repeat_at,"
+    " acknowledged_by, acknowledged_at, ack_note, resolved_by, resolved_at, resolution,"
+    " resolution_reason, snooze_id"
+)
+_SNOOZE = "id, patient_key, rule, reason, created_by, created_at, expires_at, lifted_by, lifted_at"
+_SEVERITY_RANK = "CASE severity WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END"
+
+
+class SqlDesk(SqlOutbox):
+    """`store` is a SqliteStore or PostgresStore; `stamp`/`parse_time` convert timestamps to
+    and from the dialect's column values."""
+
+    def __init__(
+        self,
+        store: Any,
+        dialect: str,
+        stamp: Callable[[datetime], Any],
+        parse_time: Callable[[Any], datetime],
+    ) -> None:
+        self._store = store
+        self._pg = dialect == "postgres"
+        self._stamp = stamp
+        self._parse = parse_time
+        self._tiebreak = "seq" if self._pg else "rowid"
+        self._location = (
+            "payload->>'location'" if self._pg else "json_extract(payload, '$.location')"
+        )
+        self._lock = " FOR UPDATE" if self._pg else ""  # SQLite: the one writer holds the lock
+
+    # -- plumbing
+
+    def _sql(self, sql: str) -> str:
+        if not self._pg:
+            return sql
+        count = iter(range(1, 1000))
+        return re.sub(r"\?", lambda _: f"${next(count)}", sql)
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._pg:
+            rows: list[Any] = await self._store._read("fetch", self._sql(sql), *params)
+            return rows
+        result: list[Any] = await self._store._read(sql, params)
+        return result
+
+    async def _exec(self, tx: Any, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
+        conn = tx._conn
+        if self._pg:
+            text = self._sql(sql)
+            rows: list[Any] = await tx._run(lambda: conn.fetch(text, *params), doing)
+            return rows
+        result: list[Any] = list(await tx._run(lambda: conn.execute_fetchall(sql, params), doing))
+        return result
+
+    def _time(self, value: Any) -> datetime | None:
+        return None if value is None else self._parse(value)
+
+    def _record(self, r: Any) -> AlertRecord:
+        return AlertRecord(
+            alert=load_alert(r[0], r[4]),
+            message_id=int(r[1]),
+            created_at=self._parse(r[2]),
+            status=r[3],
+            lead_id=r[5],
+            repeat_count=int(r[6]),
+            last_repeat_at=self._time(r[7]),
+            acknowledged_by=r[8],
+            acknowledged_at=self._time(r[9]),
+            ack_note=r[10],
+            resolved_by=r[11],
+            resolved_at=self._time(r[12]),
+            resolution=r[13],
+            resolution_reason=r[14],
+            snooze_id=None if r[15] is None else int(r[15]),
+        )
+
+    def _snooze(self, r: Any) -> Snooze:
+        return Snooze(
+            id=int(r[0]),
+            patient_key=r[1],
+            rule=r[2],
+            reason=r[3],
+            created_by=r[4],
+            created_at=self._parse(r[5]),
+            expires_at=self._parse(r[6]),
+            lifted_by=r[7],
+            lifted_at=self._time(r[8]),
+        )
+
+    # -- inside the ingest transaction
+
+    async def find_snooze(
+        self, tx: Any, patient_key: str, rule: str, at: datetime
+    ) -> Snooze | None:
+        when = self._stamp(at)
+        rows = await self._exec(
+            tx,
+            f"SELECT {_SNOOZE} FROM snoozes WHERE patient_key = ? AND rule = ?"
+            " AND lifted_at IS NULL AND created_at <= ? AND expires_at > ?"
+            " ORDER BY expires_at DESC LIMIT 1",
+            (patient_key, rule, when, when),
+            "find_snooze",
+        )
+        return self._snooze(rows[0]) if rows else None
+
+    async def open_leads(
+        self, tx: Any, patient_key: str, rule: str, since: datetime
+    ) -> list[AlertRecord]:
+        rows = await self._exec(
+            tx,
+            f"SELECT {_ALERT} FROM alerts WHERE patient_key = ? AND rule = ?"
+            " AND lead_id IS NULL AND status IN (?, ?) AND created_at >= ?"
+            f" ORDER BY created_at DESC, {self._tiebreak} DESC{self._lock}",
+            (patient_key, rule, *UNRESOLVED, self._stamp(since)),
+            "open_leads",
+        )
+        return [self._record(r) for r in rows]
+
+    async def collapse(self, tx: Any, alert_id: str, lead_id: str, at: datetime) -> int:
+        await self._exec(
+            tx,
+            "UPDATE alerts SET status = 'collapsed', lead_id = ? WHERE id = ?",
+            (lead_id, alert_id),
+            "collapse",
+        )
+        rows = await self._exec(
+            tx,
+            "UPDATE alerts SET repeat_count = repeat_count + 1, last_repeat_at = ?"
+            " WHERE id = ? RETURNING repeat_count",
+            (self._stamp(at), lead_id),
+            "collapse",
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def hold_back(self, tx: Any, alert_id: str, snooze_id: int) -> None:
+        await self._exec(
+            tx,
+            "UPDATE alerts SET status = 'snoozed', snooze_id = ? WHERE id = ?",
+            (snooze_id, alert_id),
+            "hold_back",
+        )
+
+    async def add_outbox(
+        self, tx: Any, alert_id: str, channels: Sequence[str], at: datetime
+    ) -> None:
+        when = self._stamp(at)
+        for channel in channels:
+            await self._exec(
+                tx,
+                "INSERT INTO outbox (alert_id, channel, created_at, next_attempt_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (alert_id, channel) DO NOTHING",
+                (alert_id, channel, when, when),
+                "add_outbox",
+            )
+
+    # -- the technologist's actions
+
+    async def _locked(self, tx: Any, alert_id: str, action: str) -> AlertRecord:
+        rows = await self._exec(
+            tx, f"SELECT {_ALERT} FROM alerts WHERE id = ?{self._lock}", (alert_id,), action
+        )
+        if not rows:
+            raise AlertNotFound(f"no alert {alert_id!r}")
+        record = self._record(rows[0])
+        refuse_unless(record, action)
+        return record
+
+    async def acknowledge(
+        self, alert_id: str, *, by: str, at: datetime, note: str = ""
+    ) -> AlertRecord:
+        async with self._store.transaction() as tx:
+            await self._locked(tx, alert_id, "acknowledge")
+            rows = await self._exec(
+                tx,
+                "UPDATE alerts SET status = 'acknowledged', acknowledged_by = ?,"
+                f" acknowledged_at = ?, ack_note = ? WHERE id = ? RETURNING {_ALERT}",
+                (by, self._stamp(at), note, alert_id),
+                "acknowledge",
+            )
+            record = self._record(rows[0])
+            await tx.add_audit([review_event("alert.acknowledged", record, by, at, note=note)])
+        return record
+
+    async def resolve(
+        self, alert_id: str, *, by: str, at: datetime, resolution: str, reason: str = ""
+    ) -> AlertRecord:
+        async with self._store.transaction() as tx:
+            await self._locked(tx, alert_id, "resolve")
+            rows = await self._exec(
+                tx,
+                "UPDATE alerts SET status = 'resolved', resolved_by = ?, resolved_at = ?,"
+                f" resolution = ?, resolution_reason = ? WHERE id = ? RETURNING {_ALERT}",
+                (by, self._stamp(at), resolution, reason, alert_id),
+                "resolve",
+            )
+            record = self._record(rows[0])
+            event = review_event(
+                "alert.resolved", record, by, at, resolution=resolution, reason=reason
+            )
+            await tx.add_audit([event])
+        return record
+
+    async def snooze_alert(
+        self, alert_id: str, *, by: str, at: datetime, expires_at: datetime, reason: str
+    ) -> tuple[AlertRecord, Snooze]:
+        async with self._store.transaction() as tx:
+            found = await self._locked(tx, alert_id, "snooze")
+            snooze = await self._insert_snooze(
+                tx, found.alert.patient_key, found.alert.rule.value, by, at, expires_at, reason
+            )
+            rows = await self._exec(
+                tx,
+                "UPDATE alerts SET status = 'snoozed', snooze_id = ? WHERE id = ?"
+                f" RETURNING {_ALERT}",
+                (snooze.id, alert_id),
+                "snooze_alert",
+            )
+            record = self._record(rows[0])
+            await tx.add_audit(
+                [
+                    snooze_event("snooze.created", snooze, by, at),
+                    review_event("alert.snoozed", record, by, at, snooze=snooze.id, reason=reason),
+                ]
+            )
+        return record, snooze
+
+    async def _insert_snooze(
+        self,
+        tx: Any,
+        patient_key: str,
+        rule: str,
+        by: str,
+        at: datetime,
+        expires_at: datetime,
+        reason: str,
+    ) -> Snooze:
+        rows = await self._exec(
+            tx,
+            "INSERT INTO snoozes (patient_key, rule, reason, created_by, created_at, expires_at)"
+            f" VALUES (?, ?, ?, ?, ?, ?) RETURNING {_SNOOZE}",
+            (patient_key, rule, reason, by, self._stamp(at), self._stamp(expires_at)),
+            "add_snooze",
+        )
+        return self._snooze(rows[0])
+
+    async def add_snooze(
+        self,
+        patient_key: str,
+        rule: str,
+        *,
+        by: str,
+        at: datetime,
+        expires_at: datetime,
+        reason: str,
+    ) -> Snooze:
+        async with self._store.transaction() as tx:
+            snooze = await self._insert_snooze(tx, patient_key, rule, by, at, expires_at, reason)
+            await tx.add_audit([snooze_event("snooze.created", snooze, by, at)])
+        return snooze
+
+    async def lift_snooze(self, snooze_id: int, *, by: str, at: datetime) -> Snooze:
+        async with self._store.transaction() as tx:
+            rows = await self._exec(
+                tx, f"SELECT {_SNOOZE} FROM snoozes WHERE id = ?{self._lock}", (snooze_id,), "lift"
+            )
+            if not rows:
+                raise AlertNotFound(f"no snooze {snooze_id}")
+            refuse_lift(self._snooze(rows[0]), at)
+            rows = await self._exec(
+                tx,
+                f"UPDATE snoozes SET lifted_by = ?, lifted_at = ? WHERE id = ? RETURNING {_SNOOZE}",
+                (by, self._stamp(at), snooze_id),
+                "lift_snooze",
+            )
+            snooze = self._snooze(rows[0])
+            await tx.add_audit([snooze_event("snooze.lifted", snooze, by, at)])
+        return snooze
+
+    # -- reads
+
+    async def get(self, alert_id: str) -> AlertRecord | None:
+        rows = await self._read(f"SELECT {_ALERT} FROM alerts WHERE id = ?", (alert_id,))
+        return self._record(rows[0]) if rows else None
+
+    async def search(self, query: AlertQuery) -> list[AlertRecord]:
+        where: list[str] = []
+        params: list[Any] = []
+        if query.statuses:
+            where.append(f"status IN ({', '.join('?' * len(query.statuses))})")
+            params.extend(query.statuses)
+        for column, value in (
+            ("rule", query.rule),
+            (self._location, query.location),
+            ("patient_key", query.patient),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT {_ALERT} FROM alerts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        first = f"{_SEVERITY_RANK} DESC, " if query.order == "queue" else ""
+        sql += f" ORDER BY {first}created_at DESC, {self._tiebreak} DESC LIMIT ?"
+        params.append(max(query.limit, 0))
+        return [self._record(r) for r in await self._read(sql, params)]
+
+    async def repeats(self, lead_id: str) -> list[AlertRecord]:
+        rows = await self._read(
+            f"SELECT {_ALERT} FROM alerts WHERE lead_id = ?"
+            f" ORDER BY created_at DESC, {self._tiebreak} DESC",
+            (lead_id,),
+        )
+        return [self._record(r) for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._read("SELECT status, count(*) FROM alerts GROUP BY status")
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def locations(self) -> list[str]:
+        rows = await self._read(
+            f"SELECT DISTINCT {self._location} FROM alerts"
+            f" WHERE status IN (?, ?) AND lead_id IS NULL AND {self._location} <> ''"
+            " ORDER BY 1",
+            UNRESOLVED,
+        )
+        return [r[0] for r in rows]
+
+    async def get_snooze(self, snooze_id: int) -> Snooze | None:
+        rows = await self._read(f"SELECT {_SNOOZE} FROM snoozes WHERE id = ?", (snooze_id,))
+        return self._snooze(rows[0]) if rows else None
+
+    async def list_snoozes(
+        self, *, patient_key: str | None = None, active_at: datetime | None = None
+    ) -> list[Snooze]:
+        where: list[str] = []
+        params: list[Any] = []
+        if patient_key is not None:
+            where.append("patient_key = ?")
+            params.append(patient_key)
+        if active_at is not None:
+            where.append("lifted_at IS NULL AND created_at <= ? AND expires_at > ?")
+            params += [self._stamp(active_at), self._stamp(active_at)]
+        sql = f"SELECT {_SNOOZE} FROM snoozes"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = await self._read(sql + " ORDER BY id DESC LIMIT 500", params)
+        return [self._snooze(r) for r in rows]

@@ -1,0 +1,356 @@
+"""The SQLite writer: statements run inline on the event loop, commits are grouped.
+
+Why not aiosqlite for writing: it hands every statement to its own thread and back. A message
+takes about ten statements, each a few microseconds on indexed rows in the page cache; the ten
+thread round trips (and the GIL hand-overs that come with them) cost many times that, and a busy
+event loop makes the worker thread wait for the GIL. So the writer is a plain sqlite3 connection
+used on the loop thread, always under the write lock. Only what may really wait leaves the loop:
+
+- BEGIN IMMEDIATE when another process holds the write lock: first tried without waiting, then
+  retried in a thread with the configured busy timeout;
+- COMMIT when synchronous=FULL (it waits for an fsync);
+- WAL checkpoints (automatic checkpoints are off on the writer; every CHECKPOINT_EVERY commits
+  a thread checkpoints on its own connection, see `_run_checkpoint`).
+
+Group commit: each unit of work (one store transaction, i.e. one message) runs inside a
+SAVEPOINT of a shared SQLite transaction. When a unit ends while others are queued for the write
+lock, the SQLite transaction stays open and they join it; the last unit of the queue commits it,
+once, for all of them. Every unit waits for that COMMIT before it returns, so the ACK still goes
+out only after its message is durable - the batch only shares the fsync. A unit that fails rolls
+back to its savepoint alone; a failed COMMIT fails every unit of the batch (none is ACKed as
+accepted). With one connection sending and waiting, a batch is one message: nothing to share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lisguard.store.base import StoreError, StoreUnavailable
+
+T = TypeVar("T")
+CHECKPOINT_EVERY = 200  # commits between WAL checkpoints (about 2,000 pages at one per unit)
+Translate = Callable[[BaseException, str], StoreError]
+
+
+class InlineConnection:
+    """A sqlite3 connection behind the async calls the store code makes (those of aiosqlite):
+    each call runs at once, on the calling thread, and never suspends."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.raw = conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.in_transaction
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.raw.execute(sql, params)
+
+    async def execute_fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.raw.execute(sql, params).fetchall()
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        return self.raw.executemany(sql, rows)
+
+    async def close(self) -> None:
+        self.raw.close()
+
+
+class _Batch:
+    """One SQLite transaction shared by the units that ran while it was open."""
+
+    __slots__ = ("done", "members")
+
+    def __init__(self) -> None:
+        self.members = 0  # units that completed inside it and wait for its COMMIT
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+async def _finish_in_thread(fn: Callable[[], T]) -> T:
+    """Run fn in a thread and wait for it even if cancelled meanwhile: the connection must not
+    be handed to anyone else while a thread still uses it. A cancellation is re-raised after."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn))
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if not task.done():
+                cancelled = True
+                continue
+            raise
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+class GroupWriter:
+    """The one writer connection of a SqliteStore, its write lock and its commit batches."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        commit_in_thread: bool,
+        busy_timeout_ms: int,
+        translate: Translate,
+    ) -> None:
+        self.conn = InlineConnection(conn)
+        self.path = path
+        self.commit_in_thread = commit_in_thread
+        self.busy_timeout_ms = busy_timeout_ms
+        self.translate = translate
+        self.lock = asyncio.Lock()
+        self._pending = 0  # tasks waiting for the lock: they will join an open batch
+        self._batch: _Batch | None = None
+        self._flush_scheduled = False  # the lock is held until _flush runs
+        self._commits = 0
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._checkpointer: sqlite3.Connection | None = None
+        self._closed = False
+        # the writer never checkpoints inline; the background checkpoint does
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    # -- the lock, with a count of who waits for it
+
+    async def _acquire(self) -> None:
+        self._pending += 1
+        try:
+            await self.lock.acquire()
+        except BaseException:
+            self._pending -= 1
+            if self._pending == 0 and self._batch is not None and not self.lock.locked():
+                # the batch was left open for us: make sure someone commits it
+                asyncio.get_running_loop().create_task(self._commit_orphan())
+            raise
+        self._pending -= 1
+
+    async def _commit_orphan(self) -> None:
+        await self._acquire()
+        self._release()
+
+    def _release(self) -> None:
+        """Release the lock. When nobody waits for it, the open batch is committed - after the
+        tasks already ready to run had their turn (the lock is kept meanwhile): messages that
+        came in on other connections in the same loop cycle join it and share the COMMIT."""
+        batch = self._batch
+        if batch is None or self._pending > 0:
+            self.lock.release()
+        elif not batch.members:
+            self._batch = None
+            self._rollback_quietly()
+            batch.done.set_result(None)
+            self.lock.release()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch = self._batch
+        if batch is None or self._pending > 0:  # those waiting join; the last one flushes
+            self.lock.release()
+            return
+        self._batch = None
+        self._commit(batch)  # releases the lock when the COMMIT is done
+
+    # -- units of work
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[InlineConnection]:
+        """One atomic unit (a savepoint in the open batch); returns only once it is committed."""
+        await self._acquire()
+        try:
+            if self._closed:
+                raise StoreUnavailable(f"SQLite {self.path}: the store is not open")
+            batch = await self._join()
+        except BaseException:
+            self._release()
+            raise
+        raw = self.conn.raw
+        try:
+            raw.execute("SAVEPOINT unit")
+        except sqlite3.Error as exc:
+            self._abort(batch, exc)
+            self._release()
+            raise self.translate(exc, "cannot start a transaction") from exc
+        try:
+            yield self.conn
+        except BaseException as exc:
+            self._undo(batch, exc)
+            self._release()
+            raise
+        try:
+            raw.execute("RELEASE unit")
+        except sqlite3.Error as exc:
+            self._undo(batch, exc)
+            self._release()
+            raise self.translate(exc, "commit failed") from exc
+        batch.members += 1
+        self._release()
+        await asyncio.shield(batch.done)  # raises the COMMIT's error, if any
+
+    async def _join(self) -> _Batch:
+        if self._batch is not None:
+            return self._batch
+        raw = self.conn.raw
+        try:
+            if raw.in_transaction:  # left over by a failure: never build on it
+                raw.execute("ROLLBACK")
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                await _finish_in_thread(self._begin_waiting)  # another process writes
+        except asyncio.CancelledError:
+            self._rollback_quietly()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise self.translate(exc, "cannot start a transaction") from exc
+        self._batch = _Batch()
+        return self._batch
+
+    def _begin_waiting(self) -> None:
+        raw = self.conn.raw
+        raw.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        finally:
+            raw.execute("PRAGMA busy_timeout = 0")
+
+    def _undo(self, batch: _Batch, exc: BaseException) -> None:
+        """This unit failed: take back its own writes, keep the others'."""
+        raw = self.conn.raw
+        try:
+            raw.execute("ROLLBACK TO unit")
+            raw.execute("RELEASE unit")
+        except sqlite3.Error:
+            pass
+        if not raw.in_transaction:  # SQLite rolled the whole transaction back (I/O, full...)
+            self._abort(batch, exc)
+
+    def _abort(self, batch: _Batch, exc: BaseException) -> None:
+        """The shared transaction is lost: every unit waiting on it fails."""
+        self._rollback_quietly()
+        if self._batch is batch:
+            self._batch = None
+        if not batch.done.done():
+            error = self.translate(exc, "transaction aborted") if batch.members else None
+            if error is None:
+                batch.done.set_result(None)
+            else:
+                batch.done.set_exception(error)
+                batch.done.exception()  # retrieved here too: no warning when nobody waits
+
+    def _commit(self, batch: _Batch) -> None:
+        if self.commit_in_thread:
+            asyncio.get_running_loop().create_task(self._commit_in_thread(batch))
+            return
+        try:
+            self.conn.raw.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._failed_commit(batch, exc)
+        else:
+            batch.done.set_result(None)
+        self._committed()
+        self.lock.release()
+
+    async def _commit_in_thread(self, batch: _Batch) -> None:
+        try:
+            await _finish_in_thread(lambda: self.conn.raw.execute("COMMIT"))
+        except (sqlite3.Error, OSError) as exc:
+            self._failed_commit(batch, exc)
+        else:
+            batch.done.set_result(None)
+        finally:
+            self._committed()
+            self.lock.release()
+
+    def _failed_commit(self, batch: _Batch, exc: BaseException) -> None:
+        self._rollback_quietly()
+        batch.done.set_exception(self.translate(exc, "commit failed"))
+        batch.done.exception()
+
+    def _rollback_quietly(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self.conn.raw.in_transaction:
+                self.conn.raw.execute("ROLLBACK")
+
+    # -- WAL checkpoints, off the loop
+
+    def _committed(self) -> None:
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY == 0 and (
+            self._checkpoint is None or self._checkpoint.done()
+        ):
+            self._checkpoint = asyncio.get_running_loop().create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        """Copy the WAL into the database in two passes, both in a thread. The first runs while
+        messages go on being committed; the second copies what they appended meanwhile, holding
+        the write lock, so that it completes the log and the next transaction starts the WAL
+        over from its beginning - a checkpoint that never catches up lets the WAL grow without
+        end, and every commit grow dearer. Messages only wait for the short second pass."""
+        try:
+            await _finish_in_thread(self._checkpoint_pass)
+            await self._acquire()
+            try:
+                await self._commit_open_batch()  # it was left open for us: it goes first
+                if not self._closed:
+                    await _finish_in_thread(self._checkpoint_pass)
+            finally:
+                self._release()
+        except (sqlite3.Error, OSError):
+            pass  # a later checkpoint (or the close) will do it
+
+    def _checkpoint_pass(self) -> None:
+        conn = self._checkpointer
+        if conn is None:
+            conn = self._checkpointer = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    async def _commit_open_batch(self) -> None:
+        """With the lock held: commit the batch its last unit left open for us."""
+        batch = self._batch
+        if batch is None:
+            return
+        self._batch = None
+        try:
+            if self.commit_in_thread:
+                await _finish_in_thread(lambda: self.conn.raw.execute("COMMIT"))
+            else:
+                self.conn.raw.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            self._failed_commit(batch, exc)
+        else:
+            batch.done.set_result(None)
+
+    # -- lifecycle
+
+    async def close(self) -> None:
+        """Commit what is waiting, then close (SQLite checkpoints the WAL at the last close)."""
+        await self._acquire()
+        try:
+            await self._commit_open_batch()
+            self._closed = True
+            checkpoint = self._checkpoint
+        finally:
+            self.lock.release()
+        if checkpoint is not None:
+            await asyncio.gather(checkpoint, return_exceptions=True)
+        for conn in (self._checkpointer, self.conn.raw):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()

@@ -1,0 +1,82 @@
+"""The delivery channels a site switched on (settings `delivery`), as outbox workers.
+
+The composition root builds one `Delivery` per service: its `routing` goes to the Ingestor (which
+channels get an outbox row with each lead alert, the collapse window), its workers run while the
+service runs, and a graceful stop gives pending deliveries one last try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+import structlog
+
+from lisguard.alerting.outbox import Channel, DeliveryListener, OutboxWorker, RetryPolicy
+from lisguard.alerting.routing import AlertRouting
+from lisguard.settings import DeliverySettings
+from lisguard.store.base import Store, StoreError
+from lisguard.transport.hl7_outbound import Hl7Channel
+from lisguard.transport.webhook import WebhookChannel
+
+log = structlog.get_logger("lisguard.delivery")
+
+
+def channels(settings: DeliverySettings) -> list[Channel]:
+    """The enabled channels; ValueError naming the setting when one is misconfigured."""
+    found: list[Channel] = []
+    if settings.webhook.enabled:
+        found.append(WebhookChannel(settings.webhook, settings.public_url))
+    if settings.hl7.enabled:
+        found.append(Hl7Channel(settings.hl7))
+    return found
+
+
+class Delivery:
+    def __init__(self, store: Store, settings: DeliverySettings) -> None:
+        retry = RetryPolicy(
+            settings.retry.initial_seconds, settings.retry.max_seconds, settings.retry.max_attempts
+        )
+        self.workers = [
+            OutboxWorker(
+                store,
+                channel,
+                retry,
+                poll_seconds=settings.poll_seconds,
+                lease_seconds=settings.lease_seconds,
+            )
+            for channel in channels(settings)
+        ]
+        self.routing = AlertRouting(
+            channels=tuple(w.channel.name for w in self.workers),
+            collapse_window=timedelta(hours=settings.collapse_window_hours),
+        )
+
+    async def on_alerts(self, alerts: Sequence[object]) -> None:
+        """Ingestor listener: new outbox rows are committed, wake the workers."""
+        for worker in self.workers:
+            worker.wake()
+
+    def start(self, listeners: Sequence[DeliveryListener] = ()) -> None:
+        for worker in self.workers:
+            worker.listeners.extend(listeners)
+            worker.start()
+
+    async def flush(self, seconds: float = 5.0) -> int:
+        """One last try of every pending delivery (workers stopped first); returns how many
+        rows were handled. Stops a channel at its first transient failure."""
+        handled = 0
+        for worker in self.workers:
+            await worker.stop()
+            try:
+                async with asyncio.timeout(seconds):
+                    handled += await worker.flush()
+            except (TimeoutError, StoreError) as exc:
+                log.warning("outbox_flush_incomplete", channel=worker.channel.name, error=str(exc))
+        return handled
+
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        await self.flush(flush_timeout)
+        for worker in self.workers:
+            await worker.close()

@@ -1,0 +1,390 @@
+// The technologist page: the alert queue, live over server-sent events, with acknowledge,
+// resolve, snooze and the patient view. Plain JavaScript, no build step. Every value from the
+// API is put into the page as text (never as markup).
+"use strict";
+
+const SEVERITY_RANK = { high: 3, medium: 2, low: 1 };
+const STATUS_TEXT = {
+  open: "Open", acknowledged: "Acknowledged", resolved: "Resolved",
+  snoozed: "Snoozed", collapsed: "Collapsed into another alert",
+};
+const state = { alerts: new Map(), meta: null, fresh: new Set(), current: null };
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+// Times: an offset means a wall-clock instant (shown in local time); without one it is the
+// sender's own local time from the message, shown as it came.
+function when(text) {
+  if (!text) return "";
+  if (/(Z|[+-]\d\d:\d\d)$/.test(text)) {
+    const d = new Date(text);
+    const two = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} `
+      + `${two(d.getHours())}:${two(d.getMinutes())}`;
+  }
+  return text.replace("T", " ").slice(0, 16);
+}
+const day = (text) => (text ? text.slice(0, 10) : "");
+
+class HttpError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, options = {}) {
+  const init = { credentials: "same-origin", headers: { Accept: "application/json" }, ...options };
+  if (options.body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify({ ...options.body, by: whoAmI() || undefined });
+  }
+  const response = await fetch(path, init);
+  const data = await response.json().catch(() => ({}));
+  if (response.status === 401) showLogin();
+  if (!response.ok) throw new HttpError(response.status, data.error || response.statusText);
+  return data;
+}
+
+function whoAmI() { return localStorage.getItem("lisguard.who") || ""; }
+
+function filters() {
+  return { status: $("f-status").value, rule: $("f-rule").value, location: $("f-location").value };
+}
+
+function matches(view) {
+  const f = filters();
+  const statuses = f.status === "all" ? null : f.status.split(",");
+  return (!statuses || statuses.includes(view.status))
+    && (!f.rule || view.alert.rule === f.rule)
+    && (!f.location || view.alert.location === f.location);
+}
+
+function showBanner(message) {
+  const banner = $("banner");
+  banner.textContent = message;
+  banner.hidden = !message;
+}
+
+// ------------------------------------------------------------------ loading
+
+async function loadMeta() {
+  const meta = await api("/api/meta");
+  state.meta = meta;
+  fillSelect($("f-rule"), meta.rules.map((r) => [r.id, r.title]), "All rules");
+  fillSelect($("f-location"), meta.locations.map((l) => [l, l]), "All locations");
+  const counts = meta.counts || {};
+  $("count-open").textContent = `Open ${counts.open || 0}`;
+  $("count-open").classList.toggle("nonzero", (counts.open || 0) > 0);
+  $("count-acknowledged").textContent = `Acknowledged ${counts.acknowledged || 0}`;
+  const anonymous = meta.user === "anonymous";
+  $("who-box").hidden = !anonymous;
+  $("user").textContent = anonymous ? "" : meta.user;
+}
+
+function fillSelect(select, options, allLabel) {
+  const keep = select.value;
+  select.replaceChildren(el("option", { value: "" }, allLabel));
+  for (const [value, label] of options) select.append(el("option", { value }, label));
+  if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+}
+
+async function loadQueue() {
+  const f = filters();
+  const params = new URLSearchParams({ status: f.status });
+  if (f.rule) params.set("rule", f.rule);
+  if (f.location) params.set("location", f.location);
+  try {
+    const data = await api(`/api/alerts?${params}`);
+    state.alerts = new Map(data.alerts.map((a) => [a.id, a]));
+    showBanner("");
+    render();
+  } catch (error) {
+    if (error.status !== 401) showBanner(`Could not load the queue: ${error.message}`);
+  }
+}
+
+// counts and filter choices: refreshed at once, then at most every 300 ms during a burst
+let metaCooling = false;
+let metaAgain = false;
+function refreshMetaSoon() {
+  if (metaCooling) { metaAgain = true; return; }
+  metaCooling = true;
+  loadMeta().catch(() => {});
+  setTimeout(() => {
+    metaCooling = false;
+    if (metaAgain) { metaAgain = false; refreshMetaSoon(); }
+  }, 300);
+}
+
+// ------------------------------------------------------------------ the queue
+
+function ordered() {
+  return [...state.alerts.values()].sort((a, b) =>
+    (SEVERITY_RANK[b.alert.severity] || 0) - (SEVERITY_RANK[a.alert.severity] || 0)
+    || (b.created_at || "").localeCompare(a.created_at || ""));
+}
+
+function render() {
+  const queue = $("queue");
+  const target = location.hash.startsWith("#alert=") ? location.hash.slice(7) : null;
+  queue.replaceChildren(...ordered().map((view) => card(view, view.id === target)));
+  $("empty").hidden = state.alerts.size > 0;
+  state.fresh.clear();
+}
+
+function card(view, isTarget) {
+  const a = view.alert;
+  const sev = a.severity;
+  const classes = [`alert`, `sev-${sev}`, `status-${view.status}`];
+  if (state.fresh.has(view.id)) classes.push("fresh");
+  if (isTarget) classes.push("target");
+  return el("article", { class: classes.join(" "), "data-id": view.id, "data-status": view.status },
+    el("div", { class: "sev" }, sev.toUpperCase(), el("small", {}, "severity")),
+    el("div", { class: "body" },
+      el("h2", {}, view.rule_title,
+        view.count > 1 ? el("span", { class: "repeat", title: "identical alerts collapsed into this one" }, `×${view.count}`) : null),
+      el("p", { class: "facts" },
+        "Patient ", el("b", {}, a.patient), a.patient_authority ? ` (${a.patient_authority})` : "",
+        " · Location ", el("b", {}, a.location || "—"),
+        " · Order ", el("b", {}, a.order || "—"),
+        " · Event ", el("b", {}, when(a.event_time) || "—"),
+        " · Raised ", when(view.created_at)),
+      el("p", { class: "text" }, a.text),
+      el("ul", { class: "recs" }, a.recommendations.map((code) =>
+        el("li", {}, view.meanings[code] || code, el("code", {}, code)))),
+      statusLine(view),
+      deliveryLine(view)),
+    el("div", { class: "actions" }, actions(view)));
+}
+
+function statusLine(view) {
+  if (view.status === "acknowledged" && view.acknowledged) {
+    const ack = view.acknowledged;
+    return el("p", { class: "state acknowledged" },
+      `Acknowledged by ${ack.by} at ${when(ack.at)}`, ack.note ? ` — ${ack.note}` : "");
+  }
+  if (view.status === "resolved" && view.resolved) {
+    const res = view.resolved;
+    const what = res.resolution === "done" ? "done" : "not applicable";
+    return el("p", { class: "state resolved" },
+      `Resolved (${what}) by ${res.by} at ${when(res.at)}`, res.reason ? ` — ${res.reason}` : "");
+  }
+  if (view.status !== "open") return el("p", { class: "state" }, STATUS_TEXT[view.status] || view.status);
+  return null;
+}
+
+function deliveryLine(view) {
+  if (!view.deliveries.length) return null;
+  // the receiver's error is in the tooltip: the card says what a technologist needs to know
+  const said = (d) => ({
+    delivered: "delivered",
+    failed: `FAILED after ${d.attempts} tries`,
+    pending: d.attempts ? `not reached yet, retrying (${d.attempts} tries)` : "queued",
+  })[d.status] || d.status;
+  return el("p", { class: "deliveries" }, "Delivery: ", view.deliveries.map((d, i) => [
+    i ? " · " : "",
+    el("span", { class: d.status, title: d.last_error || null },
+      `${d.channel === "hl7" ? "HL7" : "Webhook"} ${said(d)}`),
+  ]));
+}
+
+function actions(view) {
+  const buttons = [];
+  if (view.status === "open") {
+    buttons.push(el("button", { class: "ack", onclick: () => openAck(view) }, "Acknowledge"));
+  }
+  if (["open", "acknowledged", "snoozed"].includes(view.status)) {
+    buttons.push(el("button", { onclick: () => openResolve(view) }, "Resolve…"));
+  }
+  if (["open", "acknowledged"].includes(view.status)) {
+    buttons.push(el("button", { class: "secondary", onclick: () => openSnooze(view) }, "Snooze…"));
+  }
+  buttons.push(el("button", { class: "secondary", onclick: () => openPatient(view.patient_key) }, "Patient"));
+  return buttons;
+}
+
+function upsert(view) {
+  if (matches(view)) {
+    if (!state.alerts.has(view.id)) state.fresh.add(view.id);
+    state.alerts.set(view.id, view);
+  } else {
+    state.alerts.delete(view.id);
+  }
+  render();
+}
+
+// ------------------------------------------------------------------ actions
+
+const subject = (view) => `${view.rule_title} · patient ${view.alert.patient} · order ${view.alert.order}`;
+
+function openAck(view) {
+  state.current = view;
+  $("ack-subject").textContent = subject(view);
+  $("ack-note").value = "";
+  $("ack-dialog").showModal();
+}
+
+function openResolve(view) {
+  state.current = view;
+  $("resolve-subject").textContent = subject(view);
+  $("resolve-reason").value = "";
+  $("resolve-error").textContent = "";
+  $("resolve-dialog").showModal();
+}
+
+function openSnooze(view) {
+  state.current = view;
+  $("snooze-subject").textContent = subject(view);
+  $("snooze-reason").value = "";
+  $("snooze-error").textContent = "";
+  $("snooze-dialog").showModal();
+}
+
+async function act(dialogId, errorId, path, body) {
+  try {
+    const result = await api(path, { method: "POST", body });
+    $(dialogId).close();
+    upsert(result.alert && result.snooze ? result.alert : result);
+    refreshMetaSoon();
+  } catch (error) {
+    if (errorId) $(errorId).textContent = error.message;
+    else showBanner(error.message);
+    if (!errorId) $(dialogId).close();
+  }
+}
+
+function wireDialogs() {
+  for (const button of document.querySelectorAll("[data-close]")) {
+    button.addEventListener("click", () => button.closest("dialog").close());
+  }
+  $("ack-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = state.current.id;
+    act("ack-dialog", null, `/api/alerts/${id}/acknowledge`, { note: $("ack-note").value });
+  });
+  $("resolve-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const resolution = document.querySelector("input[name=resolution]:checked").value;
+    act("resolve-dialog", "resolve-error", `/api/alerts/${state.current.id}/resolve`,
+      { resolution, reason: $("resolve-reason").value });
+  });
+  $("snooze-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    act("snooze-dialog", "snooze-error", `/api/alerts/${state.current.id}/snooze`,
+      { reason: $("snooze-reason").value, hours: Number($("snooze-hours").value) });
+  });
+}
+
+// ------------------------------------------------------------------ patient view
+
+async function openPatient(key) {
+  $("patient-title").textContent = `Patient ${key.replace("^", " (") + (key.includes("^") ? ")" : "")}`;
+  $("patient-body").replaceChildren(el("p", {}, "Loading…"));
+  $("patient-dialog").showModal();
+  try {
+    const p = await api(`/api/patients/${encodeURIComponent(key)}`);
+    $("patient-body").replaceChildren(patientView(p));
+  } catch (error) {
+    $("patient-body").replaceChildren(el("p", { class: "error" }, error.message));
+  }
+}
+
+function table(headers, rows) {
+  if (!rows.length) return el("p", {}, "None on file.");
+  return el("table", {}, el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, c))))));
+}
+
+function patientView(p) {
+  const k = { positive: "K-positive", negative: "K-negative", unknown: "unknown" }[p.k_status];
+  return el("div", { class: "patient" },
+    el("h3", {}, "Anti-CD38 and related exposures"),
+    table(["Drug", "Last dose", "Last exposure point", "Interference window ends", "Seen as"],
+      p.exposures.map((e) => [e.name, when(e.last_dose) || "—", when(e.last_point) || "—",
+        day(e.window_end) || "—", e.kinds.join(", ")])),
+    el("h3", {}, "RBC typing on file"),
+    el("p", {}, "K (KEL1): ", el("b", { class: p.k_status === "positive" ? "kpos" : "" }, k),
+      " · Pre-treatment phenotype/genotype: ", el("b", {}, p.pretreatment_typing ? "yes" : "no")),
+    table(["Kind", "Time", "Antigens", "Message"], p.typings.map((t) => [t.kind, when(t.time) || "—",
+      Object.entries(t.antigens).map(([ag, pos]) => `${ag}${pos ? "+" : "−"}`).join(" "), t.message])),
+    el("h3", {}, "M-protein isotype"),
+    el("p", {}, "Own isotype (before therapy): ", el("b", {}, p.own_isotype || "not stated")),
+    table(["Isotype", "Time", "Message"], p.isotypes.map((i) => [i.isotype, when(i.time) || "—", i.message])),
+    p.snoozes.length ? [el("h3", {}, "Snoozes"), table(["Rule", "Until", "By", "Reason", "Active"],
+      p.snoozes.map((s) => [s.rule, when(s.expires_at), s.created_by, s.reason, s.active ? "yes" : "no"]))] : null,
+    el("h3", {}, "Alert history"),
+    p.alerts.length ? el("ul", { class: "history" }, p.alerts.map((v) => el("li", {},
+      el("b", {}, `${v.alert.severity.toUpperCase()} · ${v.rule_title}`),
+      ` · ${STATUS_TEXT[v.status] || v.status}`, v.alert.order ? ` · order ${v.alert.order}` : "",
+      ` · raised ${when(v.created_at)}`,
+      el("ul", { class: "evidence" }, v.alert.evidence.map((ev) =>
+        el("li", {}, `${ev.message} ${ev.location}: ${ev.text}`, ev.time ? ` (${when(ev.time)})` : "")))))) :
+      el("p", {}, "No alerts."));
+}
+
+// ------------------------------------------------------------------ live updates and start
+
+function connect() {
+  const live = $("live");
+  const source = new EventSource("/api/events");
+  source.addEventListener("hello", () => {
+    live.dataset.state = "live";
+    live.textContent = "Live";
+    loadQueue();  // (re)connected: whatever happened meanwhile
+    refreshMetaSoon();
+  });
+  source.addEventListener("alert", (event) => {
+    upsert(JSON.parse(event.data));
+    refreshMetaSoon();
+  });
+  source.onerror = () => {
+    live.dataset.state = "down";
+    live.textContent = "Reconnecting…";
+  };
+}
+
+function showLogin() {
+  $("login").hidden = false;
+}
+
+async function login(event) {
+  event.preventDefault();
+  try {
+    await api("/api/login", { method: "POST", body: { token: $("login-token").value } });
+    location.reload();
+  } catch (error) {
+    $("login-error").textContent = error.message;
+  }
+}
+
+async function start() {
+  $("who").value = whoAmI();
+  $("who").addEventListener("change", () => localStorage.setItem("lisguard.who", $("who").value.trim()));
+  for (const id of ["f-status", "f-rule", "f-location"]) $(id).addEventListener("change", loadQueue);
+  $("login-form").addEventListener("submit", login);
+  window.addEventListener("hashchange", render);
+  wireDialogs();
+  try {
+    await loadMeta();
+  } catch (error) {
+    if (error.status === 401) return;
+    showBanner(`lisguard is not answering: ${error.message}`);
+  }
+  await loadQueue();
+  connect();
+  setInterval(loadQueue, 60000);  // alerts raised on another replica
+}
+
+document.addEventListener("DOMContentLoaded", start);

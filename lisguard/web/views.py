@@ -1,0 +1,144 @@
+"""JSON shapes of the alert API (documented in static/openapi.json)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from lisguard.alerting.summary import PatientSummary
+from lisguard.domain.alerts import RECOMMENDATION_TEXT, Recommendation, RuleId
+from lisguard.store.desk import AlertRecord, OutboxItem, Snooze
+
+# what the page calls each rule (ids stay the contract)
+RULE_TITLES: dict[str, str] = {
+    RuleId.BASELINE_WORKUP.value: "Baseline work-up before the first anti-CD38 dose",
+    RuleId.BB_SEROLOGY.value: "Blood bank test on anti-CD38 therapy",
+    RuleId.SPEP_IFE.value: "SPEP/IFE on anti-CD38 therapy",
+    RuleId.FLOW_MRD.value: "Flow MRD on anti-CD38 therapy",
+    RuleId.UNEXPLAINED_PANREACTIVITY.value: "Panreactive screen, no anti-CD38 known",
+}
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def links(alert_id: str, patient_key: str) -> dict[str, str]:
+    return {
+        "self": f"/api/alerts/{alert_id}",
+        "patient": f"/api/patients/{quote(patient_key, safe='')}",
+        "page": f"/#alert={alert_id}",
+    }
+
+
+def delivery_view(item: OutboxItem) -> dict[str, Any]:
+    return {
+        "channel": item.channel,
+        "status": item.status,
+        "attempts": item.attempts,
+        "created_at": _time(item.created_at),
+        "last_attempt_at": _time(item.last_attempt_at),
+        "next_attempt_at": _time(item.next_attempt_at) if item.status == "pending" else None,
+        "delivered_at": _time(item.delivered_at),
+        "last_error": item.last_error,
+    }
+
+
+def alert_view(
+    record: AlertRecord,
+    deliveries: list[OutboxItem] | None = None,
+    repeats: list[AlertRecord] | None = None,
+) -> dict[str, Any]:
+    alert = record.alert
+    view: dict[str, Any] = {
+        "id": alert.id,
+        "alert": alert.to_json_dict(),  # exactly as `lisguard check` prints it
+        "rule_title": RULE_TITLES.get(alert.rule.value, alert.rule.value),
+        "patient_key": alert.patient_key,
+        "meanings": {r.value: RECOMMENDATION_TEXT.get(r, "") for r in alert.recommendations},
+        "status": record.status,
+        "created_at": _time(record.created_at),
+        "count": record.repeat_count,
+        "last_repeat_at": _time(record.last_repeat_at),
+        "lead_id": record.lead_id,
+        "acknowledged": None,
+        "resolved": None,
+        "snooze_id": record.snooze_id,
+        "deliveries": [delivery_view(d) for d in deliveries or []],
+        "links": links(alert.id, alert.patient_key),
+    }
+    if record.acknowledged_at is not None:
+        view["acknowledged"] = {
+            "by": record.acknowledged_by,
+            "at": _time(record.acknowledged_at),
+            "note": record.ack_note,
+        }
+    if record.resolved_at is not None:
+        view["resolved"] = {
+            "by": record.resolved_by,
+            "at": _time(record.resolved_at),
+            "resolution": record.resolution,
+            "reason": record.resolution_reason,
+        }
+    if repeats is not None:
+        view["repeats"] = [
+            {
+                "id": r.alert.id,
+                "order": r.alert.order,
+                "message": r.alert.message,
+                "event_time": _time(r.alert.event_time),
+                "created_at": _time(r.created_at),
+            }
+            for r in repeats
+        ]
+    return view
+
+
+def snooze_view(snooze: Snooze, now: datetime) -> dict[str, Any]:
+    return {
+        "id": snooze.id,
+        "patient_key": snooze.patient_key,
+        "rule": snooze.rule,
+        "reason": snooze.reason,
+        "created_by": snooze.created_by,
+        "created_at": _time(snooze.created_at),
+        "expires_at": _time(snooze.expires_at),
+        "lifted_by": snooze.lifted_by,
+        "lifted_at": _time(snooze.lifted_at),
+        "active": snooze.active(now),
+    }
+
+
+def patient_view(summary: PatientSummary, now: datetime) -> dict[str, Any]:
+    state = summary.state
+    return {
+        "patient_key": summary.key,
+        "on_file": state is not None,
+        "exposures": [
+            {
+                "drug": line.drug,
+                "name": line.name,
+                "first_point": _time(line.exposure.first_point),
+                "last_point": _time(line.exposure.last_point),
+                "last_dose": _time(line.exposure.last_dose),
+                "planned_start": _time(line.exposure.planned_start),
+                "window_end": _time(line.window_end),
+                "kinds": list(line.exposure.kinds),
+                "evidence": [e.model_dump(mode="json") for e in line.exposure.evidence],
+            }
+            for line in summary.exposures
+        ],
+        "typings": [t.model_dump(mode="json") for t in summary.typings],
+        "pretreatment_typing": summary.pretreatment_typing,
+        "k_status": summary.k_status,
+        "isotypes": [i.model_dump(mode="json") for i in summary.isotypes],
+        "own_isotype": summary.own_isotype,
+        "merged_from": list(state.merged_from) if state is not None else [],
+        "alerts": [alert_view(r) for r in summary.alerts],
+        "snoozes": [snooze_view(s, now) for s in summary.snoozes],
+    }
+
+
+def meanings() -> dict[str, str]:
+    return {r.value: RECOMMENDATION_TEXT[r] for r in Recommendation}

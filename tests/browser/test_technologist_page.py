@@ -1,0 +1,134 @@
+"""The technologist page in a real browser (Playwright driving Debian's Chromium): a message sent
+over MLLP makes its alert appear without a reload; acknowledging it on the page shows in the API.
+The run leaves a screenshot in test-artifacts/technologist-page.png."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from lisguard.app import Service
+from lisguard.hl7v2.framing import decode_bytes, split_messages
+from lisguard.transport.mllp import MllpClient
+from tests.conftest import ROOT, SAMPLES
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+WAIT_MS = 20_000  # never an assertion: how long expect() may wait before failing the test
+FEED = SAMPLES / "03-rxa-then-type-and-screen"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def send_file(service: Service, path: Path) -> None:
+    assert service.mllp_port
+    async with MllpClient("127.0.0.1", service.mllp_port) as client:
+        for text in split_messages(decode_bytes(path.read_bytes())):
+            assert "|AA|" in await client.send(text.encode())
+
+
+async def open_page(browser: Browser, service: Service) -> Page:
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(WAIT_MS)
+    await page.goto(f"http://127.0.0.1:{service.http_port}/")
+    await expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=WAIT_MS)
+    return page
+
+
+async def test_alert_appears_live_and_is_acknowledged(browser: Browser, service: Service) -> None:
+    page = await open_page(browser, service)
+    await expect(page.locator("#empty")).to_be_visible()
+    await page.fill("#who", "JS")
+    await page.locator("#who").dispatch_event("change")
+    # a mark in this document: it survives only if the page is never reloaded
+    await page.evaluate("window.__sameDocument = true")
+
+    await send_file(service, FEED / "01-vxu-v04-rxa-daratumumab-iv.hl7")
+    await send_file(service, FEED / "02-orm-o01-type-and-screen.hl7")
+    [screen] = await service.store.list_alerts(rule="bb-serology")
+    card = page.locator(f'article[data-id="{screen.alert.id}"]')
+    await expect(card).to_be_visible(timeout=WAIT_MS)
+    assert await page.evaluate("window.__sameDocument === true")
+    await expect(card.locator(".sev")).to_contain_text("HIGH")  # severity as text, not colour only
+    await expect(card).to_contain_text("Use 0.2 M DTT-treated reagent cells")
+    await expect(card).to_contain_text("MRN03001")
+
+    await card.get_by_role("button", name="Acknowledge").click()
+    await page.fill("#ack-note", "DTT cells requested")
+    await page.click("#ack-confirm")
+    await expect(card.locator(".state")).to_contain_text("Acknowledged by JS")
+
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{service.http_port}/api/alerts/{screen.alert.id}"
+        async with session.get(url) as resp:
+            view = await resp.json()
+    assert view["status"] == "acknowledged"
+    assert (view["acknowledged"]["by"], view["acknowledged"]["note"]) == (
+        "JS",
+        "DTT cells requested",
+    )
+
+    await expect(page.locator("#count-acknowledged")).to_have_text("Acknowledged 1")
+    await expect(page.locator("#count-open")).to_have_text("Open 1")  # the baseline work-up
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "technologist-page.png"), full_page=True)
+
+
+async def test_patient_view_and_resolve(browser: Browser, service: Service) -> None:
+    for name in sorted(p.name for p in FEED.glob("*.hl7")):
+        await send_file(service, FEED / name)
+    page = await open_page(browser, service)
+    [screen] = await service.store.list_alerts(rule="bb-serology")
+    card = page.locator(f'article[data-id="{screen.alert.id}"]')
+    await card.get_by_role("button", name="Patient").click()
+    dialog = page.locator("#patient-dialog")
+    await expect(dialog).to_contain_text("Daratumumab (IV)")
+    await expect(dialog).to_contain_text("Interference window ends")
+    await expect(dialog).to_contain_text("2026-08-03")  # six months after the last dose
+    await expect(dialog.locator(".history")).to_contain_text("IRX0203118842")  # evidence message
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "technologist-patient.png"))
+    await dialog.get_by_role("button", name="Close").click()
+
+    await card.get_by_role("button", name="Resolve…").click()
+    await page.check("input[name=resolution][value=not-applicable]")
+    await page.click("#resolve-confirm")
+    await expect(page.locator("#resolve-error")).to_contain_text("'reason' is required")
+    await page.fill("#resolve-reason", "screen already done with DTT cells")
+    await page.click("#resolve-confirm")
+    await expect(card).to_have_count(0)  # resolved alerts leave the default queue
+    record = await service.store.desk.get(screen.alert.id)
+    assert record is not None and (record.status, record.resolution) == (
+        "resolved",
+        "not-applicable",
+    )
