@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
-from lisguard.domain.audit import ChainLink, ChainReport, verify_chain
 from lisguard.settings import Settings
 from lisguard.store import open_store
-from lisguard.store.access import ROLES
+from lisguard.store.access import ROLES, verify_audit_chain
 from lisguard.store.base import Store
 from lisguard.web.auth import new_token, token_hash
-
-PAGE = 5000
 
 
 async def _opened(settings: Settings) -> Store:
@@ -60,30 +56,11 @@ async def token_revoke(settings: Settings, token_id: int, out: TextIO) -> int:
     return 0 if done else 1
 
 
-async def chain_links(store: Store) -> AsyncIterator[ChainLink]:
-    after = 0
-    while True:
-        page = await store.list_audit(after_seq=after, limit=PAGE)
-        if not page:
-            return
-        for row in page:
-            e = row.event
-            yield ChainLink(
-                row.seq, e.at, e.kind, e.actor, e.subject, e.detail, row.prev_hash, row.hash
-            )
-        after = page[-1].seq
-
-
-async def verify_store(store: Store) -> ChainReport:
-    links = [link async for link in chain_links(store)]
-    return verify_chain(links)
-
-
 async def audit_verify(settings: Settings, out: TextIO) -> int:
     """Exit 0 when the audit chain is intact, 1 with the places where it is not."""
     store = await _opened(settings)
     try:
-        report = await verify_store(store)
+        report = await verify_audit_chain(store)
     finally:
         await store.close()
     if report.ok:

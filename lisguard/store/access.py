@@ -7,17 +7,17 @@ own audit event in the same transaction.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from lisguard.domain.audit import PURGE_KIND
-from lisguard.store.base import AuditEvent, StoredAuditEvent, StoreError
+from lisguard.domain.audit import PURGE_KIND, ChainLink, ChainReport, verify_chain
+from lisguard.store.base import AuditEvent, Store, StoredAuditEvent, StoreError
 from lisguard.store.memory import load_detail, utc
+from lisguard.store.sql_common import SqlPart
 
 ROLES = ("technologist", "manager", "admin", "sender")
+VERIFY_PAGE = 5000
 # PostgreSQL advisory lock key serialising appends to the audit chain (any fixed 64-bit number)
 AUDIT_CHAIN_LOCK = 0x6C67_6175_6469_7431
 
@@ -85,41 +85,8 @@ def _kind_clause(kinds: tuple[str, ...], params: list[Any]) -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
-class SqlAccess:
-    """AccessStore over the SQLite or PostgreSQL store (`dialect` picks SQL details)."""
-
-    def __init__(
-        self,
-        store: Any,
-        dialect: str,
-        stamp: Callable[[datetime], Any],
-        parse_time: Callable[[Any], datetime],
-    ) -> None:
-        self._store = store
-        self._pg = dialect == "postgres"
-        self._stamp = stamp
-        self._time = parse_time
-
-    def _sql(self, sql: str) -> str:
-        if not self._pg:
-            return sql
-        count = iter(range(1, 1000))
-        return re.sub(r"\?", lambda _: f"${next(count)}", sql)
-
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        if self._pg:
-            rows: list[Any] = await self._store._read("fetch", self._sql(sql), *params)
-            return rows
-        result: list[Any] = await self._store._read(sql, params)
-        return result
-
-    async def _exec(self, tx: Any, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
-        conn = tx._conn
-        if self._pg:
-            rows: list[Any] = await tx._run(lambda: conn.fetch(self._sql(sql), *params), doing)
-            return rows
-        result: list[Any] = list(await tx._run(lambda: conn.execute_fetchall(sql, params), doing))
-        return result
+class SqlAccess(SqlPart):
+    """AccessStore over the SQLite or PostgreSQL store (plumbing in lisguard.store.sql_common)."""
 
     def _token(self, r: Any) -> ApiToken:
         return ApiToken(
@@ -127,9 +94,9 @@ class SqlAccess:
             name=r[1],
             role=r[2],
             token_hash=r[3],
-            created_at=self._time(r[4]),
+            created_at=self._parse(r[4]),
             created_by=r[5],
-            revoked_at=None if r[6] is None else self._time(r[6]),
+            revoked_at=self._time(r[6]),
         )
 
     async def add_token(
@@ -205,7 +172,7 @@ class SqlAccess:
                 seq=int(r[0]),
                 event=AuditEvent(
                     kind=r[1],
-                    at=self._time(r[2]),
+                    at=self._parse(r[2]),
                     actor=r[3],
                     subject=r[4],
                     detail=load_detail(r[5]) if isinstance(r[5], str) else dict(r[5]),
@@ -376,3 +343,20 @@ class MemoryAccess:
             }
             await tx.add_audit([AuditEvent(PURGE_KIND, at, by, "", detail)])
         return int(detail["events"])
+
+
+async def verify_audit_chain(store: Store) -> ChainReport:
+    """Walk the whole audit log in sequence order and check every link (`lisguard audit
+    verify` and the manager page's button both use this)."""
+    links: list[ChainLink] = []
+    after = 0
+    while page := await store.list_audit(after_seq=after, limit=VERIFY_PAGE):
+        for row in page:
+            e = row.event
+            links.append(
+                ChainLink(
+                    row.seq, e.at, e.kind, e.actor, e.subject, e.detail, row.prev_hash, row.hash
+                )
+            )
+        after = page[-1].seq
+    return verify_chain(links)

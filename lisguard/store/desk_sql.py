@@ -3,7 +3,6 @@ rewritten to `$n` for PostgreSQL, which also gets row locks: FOR UPDATE, SKIP LO
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -32,8 +31,7 @@ _SEVERITY_RANK = "CASE severity WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 E
 
 
 class SqlDesk(SqlOutbox):
-    """`store` is a SqliteStore or PostgresStore; `stamp`/`parse_time` convert timestamps to
-    and from the dialect's column values."""
+    """The alert desk over either SQL backend (plumbing in lisguard.store.sql_common)."""
 
     def __init__(
         self,
@@ -42,42 +40,12 @@ class SqlDesk(SqlOutbox):
         stamp: Callable[[datetime], Any],
         parse_time: Callable[[Any], datetime],
     ) -> None:
-        self._store = store
-        self._pg = dialect == "postgres"
-        self._stamp = stamp
-        self._parse = parse_time
+        super().__init__(store, dialect, stamp, parse_time)
         self._tiebreak = "seq" if self._pg else "rowid"
         self._location = (
             "payload->>'location'" if self._pg else "json_extract(payload, '$.location')"
         )
         self._lock = " FOR UPDATE" if self._pg else ""  # SQLite: the one writer holds the lock
-
-    # -- plumbing
-
-    def _sql(self, sql: str) -> str:
-        if not self._pg:
-            return sql
-        count = iter(range(1, 1000))
-        return re.sub(r"\?", lambda _: f"${next(count)}", sql)
-
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        if self._pg:
-            rows: list[Any] = await self._store._read("fetch", self._sql(sql), *params)
-            return rows
-        result: list[Any] = await self._store._read(sql, params)
-        return result
-
-    async def _exec(self, tx: Any, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
-        conn = tx._conn
-        if self._pg:
-            text = self._sql(sql)
-            rows: list[Any] = await tx._run(lambda: conn.fetch(text, *params), doing)
-            return rows
-        result: list[Any] = list(await tx._run(lambda: conn.execute_fetchall(sql, params), doing))
-        return result
-
-    def _time(self, value: Any) -> datetime | None:
-        return None if value is None else self._parse(value)
 
     def _record(self, r: Any) -> AlertRecord:
         return AlertRecord(

@@ -4,11 +4,11 @@ a lease (claimed_until) frees a row whose worker died."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from lisguard.store.desk import OutboxItem, delivery_event
+from lisguard.store.sql_common import SqlPart
 
 _OUTBOX = (
     "id, alert_id, channel, status, attempts, created_at, next_attempt_at, last_attempt_at,"
@@ -16,22 +16,8 @@ _OUTBOX = (
 )
 
 
-class SqlOutbox:
-    """Mixed into SqlDesk, which provides the plumbing declared here."""
-
-    _store: Any
-    _pg: bool
-    _stamp: Callable[[datetime], Any]
-    _parse: Callable[[Any], datetime]
-
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        raise NotImplementedError
-
-    async def _exec(self, tx: Any, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
-        raise NotImplementedError
-
-    def _time(self, value: Any) -> datetime | None:
-        raise NotImplementedError
+class SqlOutbox(SqlPart):
+    """The outbox half of SqlDesk."""
 
     def _item(self, r: Any) -> OutboxItem:
         return OutboxItem(

@@ -21,8 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lisguard.domain.audit import ChainLink, verify_chain
-from lisguard.store.access import AuditQuery
+from lisguard.store.access import AuditQuery, verify_audit_chain
 from lisguard.store.base import AuditEvent, Store
 from lisguard.web import auth
 from lisguard.web.audit_query import (
@@ -42,7 +41,6 @@ from lisguard.web.reports import MAX_DAYS, audit_pages, daily_report
 AUDIT_STORE: web.AppKey[Store] = web.AppKey("audit_store", Store)
 REPORT_PARAMS = ("from", "to", "tz")
 DEFAULT_REPORT_DAYS = 14
-VERIFY_PAGE = 5000
 # the routes and the role each needs: lisguard.web.auth.ROUTE_ROLES lists the same
 ROUTES = {
     "/api/audit": "manager",
@@ -150,20 +148,7 @@ async def export(request: web.Request) -> web.StreamResponse:
 
 
 async def verify(request: web.Request) -> web.Response:
-    """The same walk as `lisguard audit verify` (lisguard.admin sits above this layer)."""
-    store = request.app[AUDIT_STORE]
-    links: list[ChainLink] = []
-    after = 0
-    while page := await store.list_audit(after_seq=after, limit=VERIFY_PAGE):
-        for row in page:
-            e = row.event
-            links.append(
-                ChainLink(
-                    row.seq, e.at, e.kind, e.actor, e.subject, e.detail, row.prev_hash, row.hash
-                )
-            )
-        after = page[-1].seq
-    report = verify_chain(links)
+    report = await verify_audit_chain(request.app[AUDIT_STORE])
     return web.json_response(
         {
             "ok": report.ok,
