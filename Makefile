@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint check-corpus clean fuzz
+.PHONY: run test lint check-corpus clean fuzz bench bench-profile
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/lisguard serve
 
 test: $(STAMP)
-	$(BIN)/ruff check lisguard tests
+	$(BIN)/ruff check lisguard tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -31,6 +31,16 @@ fuzz: $(STAMP)
 	  $(BIN)/pytest -p no:cacheprovider tests/fuzz
 	$(BIN)/pip install --quiet -e '.[test,fuzz]'
 	$(BIN)/python tests/fuzz/atheris_hl7.py -runs=$(FUZZ_RUNS) -max_len=65536
+
+# lisguard against python-hl7, a raw fixed-ACK server and an hl7apy pipeline, in one run (a few
+# minutes): prints the table, writes benchmarks/results/*.json. BENCH_FULL=1: 1M stored messages.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+# A flame graph of `lisguard serve` under the benchmark feed (py-spy, installed here only).
+bench-profile: $(STAMP)
+	$(BIN)/pip install --quiet py-spy
+	$(BIN)/python -m benchmarks.profile 8 15 benchmarks/results/profile.svg
 
 check-corpus: $(STAMP)
 	$(BIN)/lisguard check ../shared/corpus/fhir-converter-hl7v2/*.hl7

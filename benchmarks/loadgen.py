@@ -115,6 +115,7 @@ class Result:
     max_ms: float
     first_nak: str = ""
     total: int = 0  # every ACK of the phase, warm-up and drain included
+    latencies: list[float] = field(default_factory=list, repr=False)  # seconds, measured ACKs
 
     @property
     def rate(self) -> float:
@@ -139,14 +140,34 @@ def _result(counts: Counts, seconds: float, skip: int = 0, total: int | None = N
         p99_ms=_percentile(lat, 0.99) * 1000,
         max_ms=max(lat, default=0.0) * 1000,
         first_nak=counts.first_nak,
+        latencies=lat,
     )
 
 
+def merge(results: Sequence[Result]) -> Result:
+    """Several slices of one measurement (interleaved with other servers' slices) as one."""
+    counts = Counts(
+        acked=sum(r.messages for r in results),
+        nak=sum(r.naks for r in results),
+        latencies=[x for r in results for x in r.latencies],
+        first_nak=next((r.first_nak for r in results if r.first_nak), ""),
+    )
+    total = sum(r.total for r in results)
+    return _result(counts, sum(r.seconds for r in results), 0, total)
+
+
 async def send_and_wait(
-    port: int, messages: Sequence[bytes], connections: int, seconds: float, warmup: float = 0.5
+    port: int,
+    messages: Sequence[bytes],
+    connections: int,
+    seconds: float,
+    warmup: float = 0.5,
+    *,
+    cycle: bool = False,
 ) -> Result:
     """Each connection sends its next message as soon as the previous one is ACKed, for
-    `warmup` + `seconds`; the rate counts the ACKs after the warm-up."""
+    `warmup` + `seconds`; the rate counts the ACKs after the warm-up. With `cycle` the messages
+    come round again (for servers that store nothing); otherwise running out ends the phase."""
     counts = Counts()
     on_ack = asyncio.Event()
     conns = await _connect(port, connections, counts, on_ack)
@@ -155,6 +176,8 @@ async def send_and_wait(
 
     def next_message(conn: _Connection) -> None:
         nonlocal position
+        if cycle and position == total:
+            position = 0
         if position < total and not stopping:
             conn.send(messages[position], time.perf_counter())
             position += 1
@@ -167,7 +190,7 @@ async def send_and_wait(
     await asyncio.sleep(warmup)
     skip, t0 = counts.acked, time.perf_counter()
     deadline = t0 + seconds
-    while time.perf_counter() < deadline and position < total:
+    while time.perf_counter() < deadline and (cycle or position < total):
         await asyncio.sleep(0.05)
     stopping = True
     elapsed = time.perf_counter() - t0

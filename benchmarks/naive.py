@@ -56,8 +56,19 @@ class ApySegment:
             self.fields.setdefault(number, []).append(comps)
             self.raw[number] = "~".join(filter(None, (self.raw.get(number), text)))
 
+    encoding = _ENCODING
+
     def field_raw(self, field: int) -> str:
         return self.raw.get(field, "")
+
+    def plain_fields(self) -> None:
+        return None  # always through the accessors below
+
+    def first_subcomponents(self, field: int, repetition: int = 1) -> list[str]:
+        reps = self.fields.get(field, [])
+        if repetition > len(reps):
+            return []
+        return [_value(subs[0]) for subs in reps[repetition - 1]]
 
     def repetitions(self, field: int) -> list[str]:
         return self.raw[field].split("~") if field in self.raw else []

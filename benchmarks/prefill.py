@@ -15,12 +15,11 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from benchmarks.feed import FeedBuilder
 from lisguard.domain.alerts import EvidenceItem
 from lisguard.domain.patient import Exposure, PatientState, RbcTyping
 from lisguard.store.memory import dump_json
 from lisguard.store.sqlite import SqliteStore
-
-from benchmarks.feed import FeedBuilder
 
 BATCH = 20_000
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -31,6 +30,7 @@ def _ts(value: datetime) -> str:
 
 
 def _state(key: str, exposed: bool, when: datetime) -> str:
+    when = when.replace(tzinfo=None)  # message times are the sender's wall clock: naive
     state = PatientState(key=key, updated=when)
     if exposed:
         exposure = Exposure(drug="daratumumab")
@@ -83,7 +83,8 @@ def prefill(path: Path, messages: int, patients: int, *, feed_patients: int = 10
                 rows,
             )
             conn.executemany(
-                "INSERT INTO audit_events (at, kind, actor, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO audit_events (at, kind, actor, subject, detail)"
+                " VALUES (?, ?, ?, ?, ?)",
                 audit,
             )
             conn.execute("COMMIT")

@@ -19,13 +19,14 @@ from pathlib import Path
 
 from benchmarks.feed import FeedBuilder
 from benchmarks.loadgen import framed, send_and_wait
-from benchmarks.servers import BIN, lisguard
+from benchmarks.servers import BIN, lisguard, pin_load_generator
 
 
 async def main() -> None:
     conns = int(sys.argv[1]) if len(sys.argv) > 1 else 8
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 15.0
     out = Path(sys.argv[3] if len(sys.argv) > 3 else "/tmp/lisguard.svg")
+    pin_load_generator()
     work = Path(tempfile.mkdtemp(prefix="lisguard-profile-"))
     server = lisguard(
         work / "p.db", work / "p.log", synchronous=os.environ.get("BENCH_SYNCHRONOUS")

@@ -1,9 +1,16 @@
-"""lisguard against its peers, in one run, on one feed: `make bench` (or `python -m benchmarks.run`).
+"""lisguard against its peers, in one run, on one feed: `make bench` (python -m benchmarks.run).
 
-Environment: BENCH_SECONDS (measuring time per throughput phase, default 6), BENCH_FULL=1 (the
-cost-growth run with 1,000,000 stored messages instead of 200,000; adds a few minutes),
-BENCH_SYNCHRONOUS (FULL or NORMAL: force the SQLite mode instead of the store's default),
-BENCH_OUT (results directory, default benchmarks/results).
+Servers under test run side by side and are measured in interleaved slices (lisguard, python-hl7,
+raw, lisguard, ...), so a burst of other work on this shared machine lands on all of them alike;
+each figure sums its slices. Server and load generator are pinned to different CPUs
+(benchmarks/servers.py says why).
+
+Environment: BENCH_SECONDS (measured seconds per server and connection count, default 6, split
+over BENCH_ROUNDS slices, default 3), BENCH_FULL=1 (cost growth with 1,000,000 stored messages
+instead of 200,000: a few minutes more), BENCH_SYNCHRONOUS (FULL or NORMAL instead of the store's
+default), BENCH_PIN=0 (no CPU pinning), BENCH_OUT (results directory, default
+benchmarks/results), BENCH_BASELINE=TREE (also measure another source tree's lisguard, e.g. the
+code before a change, side by side: see benchmarks/baseline.py).
 """
 
 from __future__ import annotations
@@ -17,24 +24,30 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lisguard.domain.knowledge import load_knowledge_base
-
 from benchmarks import naive
 from benchmarks.feed import FeedBuilder
-from benchmarks.loadgen import Result, framed, offered_load, send_and_wait
+from benchmarks.loadgen import Result, framed, merge, offered_load, send_and_wait
 from benchmarks.prefill import prefill
-from benchmarks.servers import BIN, REPO, Server, lisguard, peer
+from benchmarks.report import summarise, table
+from benchmarks.servers import BIN, REPO, Server, lisguard, peer, pin_load_generator
+from lisguard.domain.knowledge import load_knowledge_base
+from lisguard.services import Ingestor
+from lisguard.store.memory import MemoryStore
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
 FULL = os.environ.get("BENCH_FULL", "") not in ("", "0")
 SYNCHRONOUS = os.environ.get("BENCH_SYNCHRONOUS") or None
 OUT = Path(os.environ.get("BENCH_OUT", REPO / "benchmarks" / "results"))
+BASELINE = Path(os.environ["BENCH_BASELINE"]) if os.environ.get("BENCH_BASELINE") else None
 PATIENTS = 20_000
-MAX_RATE = 9_000  # messages generated per lisguard phase: more than it can take in SECONDS
+MAX_RATE = 6_000  # lisguard messages generated per second of a slice: more than it takes
+WARMUP = 0.3
 CHECK_MESSAGES = 100_000
 NAIVE_MESSAGES = 300
 LATENCY_RATE = 1_000
@@ -44,13 +57,12 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _phase(result: Result, cpu: float | None = None) -> dict[str, Any]:
-    """`cpu`: server CPU seconds used over the phase (warm-up and drain included), reported per
-    message: unlike a rate, it hardly moves when other work shares the machine."""
-    extra = {} if cpu is None else {"server_cpu_us_per_msg": round(cpu / result.total * 1e6, 1)}
+def _phase(result: Result, cpu: float) -> dict[str, Any]:
+    """`cpu`: server CPU seconds over the measurement (warm-ups and drains included), reported
+    per message: unlike a rate it hardly moves when other work shares the machine."""
     return {
-        **extra,
         "msg_per_s": round(result.rate, 1),
+        "server_cpu_us_per_msg": round(cpu / max(result.total, 1) * 1e6, 1),
         "messages": result.messages,
         "seconds": round(result.seconds, 2),
         "naks": result.naks,
@@ -65,49 +77,108 @@ def _require_acks(name: str, result: Result) -> None:
         raise SystemExit(f"{name}: {result.naks} negative ACKs, first: {result.first_nak!r}")
 
 
-async def measure_lisguard(builder: FeedBuilder, work: Path) -> dict[str, Any]:
-    server = lisguard(work / "lisguard.db", work / "lisguard.log", synchronous=SYNCHRONOUS)
-    await server.start()
+class Contender:
+    """A server and what it is fed: lisguard gets messages never sent before (a resend would be
+    answered from the store as a duplicate); the peers store nothing and get the feed again."""
+
+    def __init__(self, name: str, server: Server, feed: FeedBuilder | Sequence[bytes]) -> None:
+        self.name, self.server, self.feed = name, server, feed
+        self.slices: list[Result] = []
+        self.cpu = 0.0
+        self._tags = 0
+
+    def messages(self, seconds: float) -> tuple[Sequence[bytes], bool]:
+        if isinstance(self.feed, FeedBuilder):
+            self._tags += 1
+            count = int(MAX_RATE * (seconds + WARMUP + 1))
+            return framed(self.feed.messages(count, f"{self.name[:2].upper()}{self._tags}")), False
+        return self.feed, True
+
+    async def slice(self, connections: int, seconds: float) -> None:
+        messages, cycle = self.messages(seconds)
+        cpu = self.server.cpu_seconds()
+        result = await send_and_wait(
+            self.server.port, messages, connections, seconds, WARMUP, cycle=cycle
+        )
+        self.cpu += self.server.cpu_seconds() - cpu
+        _require_acks(self.name, result)
+        self.slices.append(result)
+
+    def figure(self) -> dict[str, Any]:
+        out = _phase(merge(self.slices), self.cpu)
+        out["per_slice_msg_per_s"] = [round(r.rate, 1) for r in self.slices]
+        self.slices, self.cpu = [], 0.0
+        return out
+
+
+async def interleaved(contenders: list[Contender], label: str) -> dict[str, dict[str, Any]]:
+    """Throughput with 1 and 8 connections, send-and-wait, in ROUNDS interleaved slices."""
+    out: dict[str, dict[str, Any]] = {c.name: {} for c in contenders}
+    for connections in (1, 8):
+        say(f"{label}: {connections} connection(s), {ROUNDS} rounds of {SECONDS / ROUNDS:.1f} s")
+        for _ in range(ROUNDS):
+            for c in contenders:
+                await c.slice(connections, SECONDS / ROUNDS)
+        for c in contenders:
+            out[c.name][f"conn{connections}"] = figure = c.figure()
+            slices = figure["per_slice_msg_per_s"]
+            say(f"  {c.name:<14} {figure['msg_per_s']:>9,.0f} msg/s  {slices}")
+    return out
+
+
+async def measure_servers(builder: FeedBuilder, work: Path) -> dict[str, Any]:
+    sample = framed(list(builder.messages(2_000, "A")))  # the peers' feed: what lisguard got first
+    servers = [
+        Contender(
+            "lisguard",
+            lisguard(work / "lisguard.db", work / "lisguard.log", synchronous=SYNCHRONOUS),
+            builder,
+        ),
+        Contender("python_hl7", peer("hl7", work / "hl7.log"), sample),
+        Contender("raw", peer("raw", work / "raw.log"), sample),
+    ]
+    if BASELINE is not None:
+        before = lisguard(work / "before.db", work / "before.log", tree=BASELINE)
+        servers.insert(1, Contender("lisguard_before", before, builder))
+    for c in servers:
+        await c.server.start()
     try:
-        per_phase = int(MAX_RATE * (SECONDS + 1))
-        out: dict[str, Any] = {}
-        for conns, tag in ((1, "A"), (8, "B")):
-            say(f"lisguard: {conns} connection(s), send-and-wait, {SECONDS:.0f} s")
-            msgs = framed(builder.messages(per_phase, tag))
-            cpu = server.cpu_seconds()
-            result = await send_and_wait(server.port, msgs, conns, SECONDS)
-            _require_acks("lisguard", result)
-            out[f"conn{conns}"] = _phase(result, server.cpu_seconds() - cpu)
-            say(f"  {result.rate:,.0f} msg/s, p99 {result.p99_ms:.2f} ms")
+        out = await interleaved(servers, "throughput")
+        lg = servers[0].server
         say(f"lisguard: {LATENCY_RATE} msg/s offered over 4 connections, {SECONDS:.0f} s")
-        msgs = framed(builder.messages(int(LATENCY_RATE * SECONDS), "C"))
-        cpu = server.cpu_seconds()
-        result = await offered_load(server.port, msgs, LATENCY_RATE, SECONDS)
+        msgs = framed(builder.messages(int(LATENCY_RATE * SECONDS), "LAT"))
+        cpu = lg.cpu_seconds()
+        result = await offered_load(lg.port, msgs, LATENCY_RATE, SECONDS)
         _require_acks("lisguard", result)
-        out["offered_1000"] = _phase(result, server.cpu_seconds() - cpu)
-        out["peak_rss_mb"] = round(server.peak_rss_mb(), 1)
+        out["lisguard"]["offered_1000"] = _phase(result, lg.cpu_seconds() - cpu)
+        for c in servers:
+            out[c.name]["peak_rss_mb"] = round(c.server.peak_rss_mb(), 1)
         return out
     finally:
-        await server.stop()
+        for c in servers:
+            await c.server.stop()
 
 
-async def measure_peer(kind: str, messages: list[bytes], work: Path) -> dict[str, Any]:
-    server = peer(kind, work / f"{kind}.log")
-    await server.start()
-    try:
-        out: dict[str, Any] = {}
-        for conns in (1, 8):
-            say(f"{kind}: {conns} connection(s), send-and-wait, {SECONDS:.0f} s")
-            # peers store nothing, so the feed may come round again
-            cpu = server.cpu_seconds()
-            result = await send_and_wait(server.port, messages * 40, conns, SECONDS)
-            _require_acks(kind, result)
-            out[f"conn{conns}"] = _phase(result, server.cpu_seconds() - cpu)
-            say(f"  {result.rate:,.0f} msg/s")
-        out["peak_rss_mb"] = round(server.peak_rss_mb(), 1)
-        return out
-    finally:
-        await server.stop()
+async def measure_naive(builder: FeedBuilder) -> dict[str, Any]:
+    """The hl7apy pipeline on the first messages lisguard got, and the alerts lisguard's own
+    pipeline raises on them: the two must agree, or the comparison is not of like with like."""
+    sample = list(builder.messages(NAIVE_MESSAGES, "A"))
+    kb = load_knowledge_base()
+    say(f"naive hl7apy pipeline: {NAIVE_MESSAGES} messages")
+    rate, alerts, failed = naive.run(sample, kb)
+    ingestor = Ingestor(MemoryStore(), kb)
+    await ingestor.store.open()
+    ours = 0
+    for text in sample:
+        ours += len((await ingestor.ingest(text.encode(), text=text)).alerts)
+    if ours != alerts:
+        raise SystemExit(f"naive pipeline raised {alerts} alerts, lisguard {ours}: not comparable")
+    return {
+        "msg_per_s": round(rate, 1),
+        "messages": len(sample),
+        "alerts": alerts,
+        "failed": failed,
+    }
 
 
 def measure_check(builder: FeedBuilder, work: Path) -> dict[str, Any]:
@@ -120,10 +191,14 @@ def measure_check(builder: FeedBuilder, work: Path) -> dict[str, Any]:
     one.write_text(next(iter(builder.messages(1, "K"))), encoding="utf-8")
     cpu = max(os.sched_getaffinity(0))
 
-    def run(file: Path) -> tuple[float, int]:
+    def run(file: Path, tree: Path | None = None) -> tuple[float, int]:
         started = time.perf_counter()
+        command = [str(BIN / "lisguard"), "check", str(file)]
+        if tree is not None:
+            command = [sys.executable, "-m", "benchmarks.baseline", str(tree), "check", str(file)]
         done = subprocess.run(
-            [str(BIN / "lisguard"), "check", str(file)],
+            command,
+            cwd=REPO,
             capture_output=True,
             check=False,
             preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
@@ -135,7 +210,19 @@ def measure_check(builder: FeedBuilder, work: Path) -> dict[str, Any]:
     say(f"lisguard check: {CHECK_MESSAGES:,} messages in one file, one CPU")
     startup, _ = run(one)
     wall, alerts = run(path)
+    before: dict[str, Any] = {}
+    if BASELINE is not None:
+        say("lisguard check, baseline tree")
+        base_startup, _ = run(one, BASELINE)
+        base_wall, base_alerts = run(path, BASELINE)
+        net = max(base_wall - base_startup, 1e-6)
+        before = {
+            "before": {"wall_s": round(base_wall, 2), "msg_per_s": round(CHECK_MESSAGES / net, 1)},
+        }
+        if base_alerts != alerts:
+            raise SystemExit(f"check: {alerts} alerts now, {base_alerts} with the baseline tree")
     return {
+        **before,
         "messages": CHECK_MESSAGES,
         "wall_s": round(wall, 2),
         "startup_s": round(startup, 2),
@@ -146,99 +233,39 @@ def measure_check(builder: FeedBuilder, work: Path) -> dict[str, Any]:
 
 
 async def measure_growth(work: Path) -> dict[str, Any]:
-    """Throughput (8 connections) on databases that already hold many messages or patients."""
+    """Throughput on databases that already hold many messages or patient states, each pair
+    measured side by side: what must stay flat is the ratio within a pair."""
     big = 1_000_000 if FULL else 200_000
-    cases = (
-        ("stored_10k", 10_000, 10_000, 10_000),
-        (f"stored_{big // 1000}k", big, 10_000, 10_000),
-        ("patients_1k", 10_000, 1_000, 1_000),
-        ("patients_100k", 10_000, 100_000, 100_000),
+    pairs = (
+        ("stored", (("stored_10k", 10_000, 10_000), (f"stored_{big // 1000}k", big, 10_000))),
+        ("patients", (("patients_1k", 10_000, 1_000), ("patients_100k", 10_000, 100_000))),
     )
     out: dict[str, Any] = {}
-    for name, messages, patients, feed_patients in cases:
-        db = work / f"{name}.db"
-        say(f"growth {name}: prefilling {messages:,} messages, {patients:,} patients")
-        started = time.perf_counter()
-        await asyncio.to_thread(prefill, db, messages, patients, feed_patients=feed_patients)
-        fill_s = time.perf_counter() - started
-        server = lisguard(db, work / f"{name}.log", synchronous=SYNCHRONOUS)
-        await server.start()
+    for label, cases in pairs:
+        contenders = []
+        for name, messages, patients in cases:
+            db = work / f"{name}.db"
+            say(f"growth {name}: prefilling {messages:,} messages, {patients:,} patients")
+            started = time.perf_counter()
+            await asyncio.to_thread(prefill, db, messages, patients, feed_patients=patients)
+            out[name] = {"prefill_s": round(time.perf_counter() - started, 1)}
+            server = lisguard(db, work / f"{name}.log", synchronous=SYNCHRONOUS)
+            contenders.append(Contender(name, server, FeedBuilder(patients)))
+        for c in contenders:
+            await c.server.start()
         try:
-            builder = FeedBuilder(feed_patients)
-            msgs = framed(builder.messages(int(MAX_RATE * (SECONDS + 1)), "G"))
-            say(f"growth {name}: 8 connections, {SECONDS:.0f} s")
-            cpu = server.cpu_seconds()
-            result = await send_and_wait(server.port, msgs, 8, SECONDS)
-            _require_acks("lisguard", result)
-            used = server.cpu_seconds() - cpu
-            out[name] = {**_phase(result, used), "prefill_s": round(fill_s, 1)}
+            for name, figures in (await interleaved(contenders, f"growth {label}")).items():
+                out[name].update(figures)
         finally:
-            await server.stop()
-            for f in work.glob(f"{name}.db*"):
+            for c in contenders:
+                await c.server.stop()
+            for f in work.glob("*.db*"):
                 f.unlink()
     return out
 
 
-def ratio(a: float, b: float) -> float:
-    return round(a / b, 2) if b else 0.0
-
-
-def summarise(r: dict[str, Any]) -> list[dict[str, Any]]:
-    lg, hl7, raw = r["lisguard"], r["python_hl7"], r["raw"]
-    growth = r["growth"]
-    stored = [k for k in growth if k.startswith("stored_")]
-    rows = []
-
-    def row(measure: str, ours: float, theirs: float | None, target: str, ok: bool) -> None:
-        rows.append(
-            {
-                "measure": measure,
-                "lisguard": ours,
-                "peer": theirs,
-                "ratio": ratio(ours, theirs) if theirs else None,
-                "target": target,
-                "met": ok,
-            }
-        )
-
-    for c in (1, 8):
-        ours = lg[f"conn{c}"]["msg_per_s"]
-        theirs = hl7[f"conn{c}"]["msg_per_s"]
-        row(f"msg/s, {c} conn, vs python-hl7 ACK-only", ours, theirs, ">= 2.0x", ours >= 2 * theirs)
-    for c in (1, 8):
-        ours = lg[f"conn{c}"]["msg_per_s"]
-        theirs = raw[f"conn{c}"]["msg_per_s"]
-        row(f"msg/s, {c} conn, vs raw fixed ACK", ours, theirs, ">= 0.15x", ours >= 0.15 * theirs)
-    ours = lg["conn1"]["msg_per_s"]
-    theirs = r["naive_hl7apy"]["msg_per_s"]
-    row("msg/s, 1 conn, vs naive hl7apy pipeline", ours, theirs, ">= 30x", ours >= 30 * theirs)
-    p99 = lg["offered_1000"]["p99_ms"]
-    row("p99 ACK ms at 1,000 msg/s offered", p99, None, "<= 10 ms", p99 <= 10)
-    check = r["check"]["msg_per_s"]
-    row("lisguard check msg/s, one CPU", check, None, ">= 20,000", check >= 20_000)
-    rss = lg["peak_rss_mb"]
-    row("peak RSS MB (serve)", rss, None, "<= 200", rss <= 200)
-    small, large = growth[stored[0]]["msg_per_s"], growth[stored[1]]["msg_per_s"]
-    row(f"msg/s {stored[1]} vs {stored[0]}", large, small, ">= 0.8x", large >= 0.8 * small)
-    few, many = growth["patients_1k"]["msg_per_s"], growth["patients_100k"]["msg_per_s"]
-    row("msg/s patients_100k vs patients_1k", many, few, ">= 0.8x", many >= 0.8 * few)
-    return rows
-
-
-def table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'measure':<46} {'lisguard':>10} {'peer':>10} {'ratio':>7}  {'target':<10} met"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        peer_text = "" if r["peer"] is None else f"{r['peer']:>10,.1f}"
-        ratio_text = "" if r["ratio"] is None else f"{r['ratio']:>6.2f}x"
-        lines.append(
-            f"{r['measure']:<46} {r['lisguard']:>10,.1f} {peer_text:>10} {ratio_text:>7}  "
-            f"{r['target']:<10} {'yes' if r['met'] else 'NO'}"
-        )
-    return "\n".join(lines)
-
-
 async def main() -> None:
+    pin_load_generator()
     work = Path(tempfile.mkdtemp(prefix="lisguard-bench-"))
     started = time.perf_counter()
     try:
@@ -252,19 +279,16 @@ async def main() -> None:
                 "load_average_at_start": os.getloadavg(),
             },
             "settings": {
-                "seconds_per_phase": SECONDS,
+                "seconds_per_measure": SECONDS,
+                "rounds": ROUNDS,
                 "patients": PATIENTS,
                 "synchronous": SYNCHRONOUS or "store default",
                 "full": FULL,
+                "pinned": os.environ.get("BENCH_PIN", "1") not in ("", "0"),
             },
         }
-        results["lisguard"] = await measure_lisguard(builder, work)
-        sample = list(builder.messages(2_000, "A"))  # what lisguard got first
-        for kind, key in (("hl7", "python_hl7"), ("raw", "raw")):
-            results[key] = await measure_peer(kind, framed(sample), work)
-        say(f"naive hl7apy pipeline: {NAIVE_MESSAGES} messages")
-        rate, alerts, failed = naive.run(sample[:NAIVE_MESSAGES], load_knowledge_base())
-        results["naive_hl7apy"] = {"msg_per_s": round(rate, 1), "alerts": alerts, "failed": failed}
+        results["servers"] = await measure_servers(builder, work)
+        results["naive_hl7apy"] = await measure_naive(builder)
         results["check"] = measure_check(builder, work)
         results["growth"] = await measure_growth(work)
         results["summary"] = summarise(results)
@@ -276,14 +300,8 @@ async def main() -> None:
     text = json.dumps(results, indent=2)
     (OUT / f"bench-{stamp}.json").write_text(text + "\n")
     (OUT / "latest.json").write_text(text + "\n")
-    print(table(results["summary"]))
-    lg = results["lisguard"]
-    print(
-        f"\nlisguard at {LATENCY_RATE} msg/s: p50 {lg['offered_1000']['p50_ms']:.2f} ms,"
-        f" p99 {lg['offered_1000']['p99_ms']:.2f} ms; check {results['check']['wall_s']} s wall"
-        f" for {CHECK_MESSAGES:,} messages; total {results['total_s']} s;"
-        f" written to {OUT / f'bench-{stamp}.json'}"
-    )
+    print(table(results))
+    print(f"\ntotal {results['total_s']} s; written to {OUT / f'bench-{stamp}.json'}")
 
 
 if __name__ == "__main__":

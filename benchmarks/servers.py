@@ -14,6 +14,23 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+# Server and load generator on different CPUs, as when the interface engine is another machine:
+# left to itself the scheduler often wakes the one on the other's CPU, and they take turns on
+# one core while the second idles (seen here: the server stalled in send() a third of the time).
+PIN = os.environ.get("BENCH_PIN", "1") not in ("", "0") and len(os.sched_getaffinity(0)) >= 2
+SERVER_CPU = min(os.sched_getaffinity(0))
+
+
+def _pin_server() -> None:
+    os.sched_setaffinity(0, {SERVER_CPU})
+
+
+def pin_load_generator() -> None:
+    """The calling process (the load generator) on the CPUs the server does not use."""
+    if PIN:
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - {SERVER_CPU})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,7 +61,12 @@ class Server:
     async def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self.argv, env=self.env, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO
+                self.argv,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=REPO,
+                preexec_fn=_pin_server if PIN else None,
             )
         for _ in range(600):
             if self.proc.poll() is not None:
@@ -78,9 +100,12 @@ class Server:
         self.proc.wait()
 
 
-def lisguard(db: Path, log: Path, *, synchronous: str | None = None) -> Server:
+def lisguard(
+    db: Path, log: Path, *, synchronous: str | None = None, tree: Path | None = None
+) -> Server:
     """`lisguard serve` with its defaults, except ports and the database file: SQLite, durable
-    (ACK after commit), INFO logs (one JSON line per message, to a file), HTTP listener on."""
+    (ACK after commit), INFO logs (one JSON line per message, to a file), HTTP listener on.
+    `tree`: another source tree's lisguard instead (benchmarks.baseline)."""
     port = free_port()
     url = f"sqlite:///{db}" + (f"?synchronous={synchronous}" if synchronous else "")
     env = {
@@ -90,7 +115,10 @@ def lisguard(db: Path, log: Path, *, synchronous: str | None = None) -> Server:
         "LISGUARD_STORE__URL": url,
         "LISGUARD_LOG__FORMAT": "json",
     }
-    return Server("lisguard", [str(BIN / "lisguard"), "serve"], port, env, log)
+    argv = [str(BIN / "lisguard"), "serve"]
+    if tree is not None:
+        argv = [sys.executable, "-m", "benchmarks.baseline", str(tree), "serve"]
+    return Server("lisguard", argv, port, env, log)
 
 
 def peer(kind: str, log: Path) -> Server:

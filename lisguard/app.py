@@ -63,7 +63,7 @@ async def check(
 ) -> int:
     """`lisguard check`: the ingest pipeline over files with an in-memory store."""
     kb = load_knowledge(knowledge, knowledge_dir)
-    ingestor = Ingestor(MemoryStore(), kb)
+    ingestor = Ingestor(MemoryStore(history=False), kb)  # nothing reads raw bytes or audit back
     await ingestor.store.open()
     status = 0
     for path in files:

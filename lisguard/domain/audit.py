@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 PURGE_KIND = "audit.purged"
@@ -26,6 +27,7 @@ def canonical_detail(detail: Mapping[str, Any]) -> str:
     )
 
 
+@lru_cache(maxsize=256)  # the events of one message share their time; strftime is slow
 def canonical_time(at: datetime) -> str:
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)

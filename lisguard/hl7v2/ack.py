@@ -35,6 +35,18 @@ _counter = itertools.count(1)
 _prefix = f"LG{os.getpid() % 10000:04d}{int(time.time()) % 100000:05d}"
 
 
+_stamp_cache: tuple[int, str] = (0, "")
+
+
+def _stamp() -> str:
+    """MSH-7 of an ACK sent now; strftime once a second, not once a message."""
+    global _stamp_cache
+    second = int(time.time())
+    if _stamp_cache[0] != second:
+        _stamp_cache = (second, datetime.fromtimestamp(second).strftime("%Y%m%d%H%M%S"))
+    return _stamp_cache[1]
+
+
 def next_control_id() -> str:
     """Unique across restarts and processes: pid, start second, counter (<= 20 chars)."""
     return f"{_prefix}{next(_counter) % 10**9:09d}"
@@ -43,6 +55,17 @@ def next_control_id() -> str:
 def escape(text: str, enc: Encoding) -> str:
     """Escape delimiter characters in a text value (escape char first)."""
     e = enc.escape
+    if not (  # a control id, usually: nothing to escape
+        e in text
+        or enc.field in text
+        or enc.component in text
+        or enc.repetition in text
+        or enc.subcomponent in text
+        or "\r" in text
+        or "\n" in text
+        or (enc.truncation and enc.truncation in text)
+    ):
+        return text
     out = text.replace(e, f"{e}E{e}")
     for char, code in (
         (enc.field, "F"),
@@ -96,7 +119,7 @@ def build_ack(
     """One ACK message ('\\r' separated) answering `header` with MSA-1 = `code`."""
     enc = header.encoding
     f, c, s = enc.field, enc.component, enc.subcomponent
-    stamp = (now or datetime.now()).strftime("%Y%m%d%H%M%S")
+    stamp = _stamp() if now is None else now.strftime("%Y%m%d%H%M%S")
     msg_type = f"ACK{c}{header.trigger}{c}ACK" if header.trigger else "ACK"
     fields = [
         "MSH",

@@ -104,7 +104,7 @@ def _plain_pair(raw: str, comp: str) -> tuple[Coded, Coded]:
 
 
 def _codes(seg: Segment, fld: int) -> tuple[Coded, ...]:
-    found = []
+    found: list[Coded] = []
     for rep in range(1, len(seg.repetitions(fld)) + 1):
         found.extend(c for c in coded_pair(seg, fld, rep) if not c.is_empty())
     return tuple(found)
@@ -202,11 +202,11 @@ def _obx_plain(fields: list[str], comp: str) -> Observation:
         if value_type in TEXT_VALUE_TYPES:
             text = "^".join(parts)
         elif value_type in CODED_VALUE_TYPES:
-            code = parts[0].strip()
+            value_code = parts[0].strip()
             label = parts[1].strip() if len(parts) > 1 else ""
-            if code:
-                values.append(code)
-            text = label if label != code else ""
+            if value_code:
+                values.append(value_code)
+            text = label if label != value_code else ""
         elif value_type == "SN":
             text = "".join(parts)
         else:

@@ -17,7 +17,8 @@ _DTM = re.compile(
 )
 
 
-@lru_cache(maxsize=4096)  # a message repeats its times (OBR-7, every OBX-14); datetimes are immutable
+# a message repeats its times (OBR-7, every OBX-14); a datetime is immutable, so share it
+@lru_cache(maxsize=4096)
 def parse_ts(value: str) -> datetime | None:
     """Read an HL7 DTM/TS value; None when empty or unreadable (never raises).
 

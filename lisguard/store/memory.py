@@ -150,9 +150,15 @@ class _AuditRow:
 
 
 class MemoryStore:
-    """Everything in dicts; lost when the process ends."""
+    """Everything in dicts; lost when the process ends.
 
-    def __init__(self) -> None:
+    `history=False` keeps what processing reads back (message keys, hashes and ACKs for
+    duplicates, patient states, alerts) and drops what only a later inspection would read: raw
+    bytes and audit events. `lisguard check` runs so: a 100k-message file neither holds every
+    message in memory nor pays for an audit chain that ends with the process."""
+
+    def __init__(self, *, history: bool = True) -> None:
+        self.history = history
         self._open = False
         self._lock = asyncio.Lock()
         self._messages: dict[int, StoredMessage] = {}
@@ -356,6 +362,8 @@ class _MemoryTransaction:
 
     async def add_audit(self, events: Sequence[AuditEvent]) -> None:
         self._check()
+        if not self._store.history:
+            return
         for event in events:
             self._audit.append(
                 _AuditRow(
@@ -373,7 +381,8 @@ class _MemoryTransaction:
         store = self._store
         for message_id, (message, raw) in self._messages.items():
             store._messages[message_id] = message
-            store._raw[message_id] = raw
+            if store.history:
+                store._raw[message_id] = raw
             if message.key is not None:
                 store._by_key.setdefault(message.key, []).append(message_id)
             if message.error:

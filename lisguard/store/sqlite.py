@@ -25,7 +25,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,6 +64,7 @@ _PROBE = (
 )
 
 
+@lru_cache(maxsize=256)  # a message writes the same `now` into several rows
 def _ts(value: datetime) -> str:
     """UTC ISO text with a fixed layout, so text order is time order."""
     return utc(value).isoformat(timespec="microseconds")
@@ -412,7 +413,7 @@ class _SqliteTransaction:
                     message.outcome,
                     message.peer,
                     message.error,
-                    json.dumps(list(message.flags)),
+                    json.dumps(list(message.flags)) if message.flags else "[]",
                 ),
             ),
             "add_message",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from lisguard.services import IngestResult
@@ -12,6 +14,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._counted: dict[tuple[str, str, str], Any] = {}
+        self._latency: dict[str, Any] = {}
         self.messages = Counter(
             "lisguard_messages",
             "HL7 messages received, by message type and outcome",
@@ -42,8 +46,16 @@ class Metrics:
         )
 
     def observe(self, result: IngestResult, transport: str, seconds: float) -> None:
-        self.messages.labels(result.message_type or "unknown", result.outcome, transport).inc()
-        self.ack_latency.labels(transport).observe(seconds)
+        # labelled children looked up once per label set: .labels() costs more than .inc()
+        key = (result.message_type or "unknown", result.outcome, transport)
+        counter = self._counted.get(key)
+        if counter is None:
+            counter = self._counted[key] = self.messages.labels(*key)
+        counter.inc()
+        histogram = self._latency.get(transport)
+        if histogram is None:
+            histogram = self._latency[transport] = self.ack_latency.labels(transport)
+        histogram.observe(seconds)
         if result.store_seconds:
             self.store_latency.observe(result.store_seconds)
         for alert in result.alerts:

@@ -92,9 +92,7 @@ async def test_one_failing_transaction_leaves_the_batch_intact(store: SqliteStor
             raise Boom
 
     async with asyncio.timeout(SAFETY):
-        results = await asyncio.gather(
-            good(0), bad(), good(1), good(2), return_exceptions=True
-        )
+        results = await asyncio.gather(good(0), bad(), good(1), good(2), return_exceptions=True)
     assert [type(r) for r in results] == [type(None), Boom, type(None), type(None)]
     assert await store.count_messages() == 3
     assert not await stored(store, "BAD")

@@ -1,0 +1,1 @@
+"""Benchmarks: lisguard against its peers (make bench). See benchmarks/README.md."""
