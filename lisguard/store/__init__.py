@@ -5,9 +5,9 @@
 - ``memory://`` - in-process, lost at exit (tests, `lisguard check`).
 - ``sqlite:///var/lisguard.db`` - a file path relative to the working directory;
   ``sqlite:////srv/lisguard/lisguard.db`` - an absolute path (four slashes).
-  The parent directory is created at open(). Query parameters: ``synchronous=NORMAL|FULL``
-  (default NORMAL: survives a process crash; FULL also survives a power cut, at an fsync per
-  commit), ``busy_timeout_ms=5000``, ``min_free_bytes=16777216`` (readiness is false
+  The parent directory is created at open(). Query parameters: ``synchronous=FULL|NORMAL``
+  (default FULL: an ACKed message survives a power cut, at an fsync per group commit; NORMAL
+  survives a process crash only), ``busy_timeout_ms=5000``, ``min_free_bytes=16777216`` (readiness is false
   while the file system has less room than this).
 - ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``) - asyncpg pool.
   Query parameters ``min_size`` (default 1) and ``max_size`` (default 10) size the pool; any
@@ -76,7 +76,7 @@ def _sqlite(url: str) -> Store:
     if not path or path == ":memory:":
         raise ValueError(f"SQLite URL {url!r} needs a file path (use memory:// for a throwaway)")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    synchronous = options.pop("synchronous", "NORMAL")
+    synchronous = options.pop("synchronous", "FULL")
     busy_timeout_ms = _int_option(options, "busy_timeout_ms", 5000, url)
     min_free_bytes = _int_option(options, "min_free_bytes", 16 * 1024 * 1024, url)
     if options:

@@ -1,9 +1,9 @@
 """SQLite backend: one file, one writer.
 
-- WAL journal, synchronous=NORMAL by default: a committed message survives the process dying
-  (kill -9, OOM, crash: the WAL is in the OS), not a power cut or kernel crash, which may lose
-  the last commits. synchronous=FULL (URL ?synchronous=FULL) also survives those: every COMMIT
-  waits for an fsync, shared by the messages that arrive meanwhile (group commit).
+- WAL journal, synchronous=FULL by default: every COMMIT waits for an fsync (shared by the
+  messages that arrive meanwhile: group commit), so an ACKed message survives a power cut too.
+  synchronous=NORMAL (URL ?synchronous=NORMAL) survives the process dying (kill -9, OOM, crash:
+  the WAL is in the OS) but a power cut or kernel crash may lose the last commits.
   busy_timeout, foreign keys on.
 - ONE writer connection (lisguard.store.sqlite_writer: statements inline on the event loop,
   group commit); transactions are serialised by its lock and the SQLite transaction starts with
@@ -128,7 +128,7 @@ class SqliteStore:
         self,
         path: str | os.PathLike[str],
         *,
-        synchronous: str = "NORMAL",
+        synchronous: str = "FULL",
         busy_timeout_ms: int = 5000,
         ping_timeout: float = 5.0,
         min_free_bytes: int = 16 * 1024 * 1024,

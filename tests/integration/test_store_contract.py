@@ -503,7 +503,7 @@ def test_open_store_urls(tmp_path: Path) -> None:
 
     rel = open_store("sqlite:///var/lisguard.db")
     assert isinstance(rel, SqliteStore)
-    assert rel.path == Path("var/lisguard.db") and rel.synchronous == "NORMAL"
+    assert rel.path == Path("var/lisguard.db") and rel.synchronous == "FULL"
     absolute = open_store(f"sqlite:///{tmp_path}/x.db?synchronous=normal&busy_timeout_ms=100")
     assert isinstance(absolute, SqliteStore)
     assert absolute.path == tmp_path / "x.db"
