@@ -5,14 +5,11 @@ test-artifacts/manager-page.png."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from lisguard.app import Service
 from lisguard.hl7v2.framing import decode_bytes, split_messages
@@ -20,23 +17,11 @@ from lisguard.store.access import AuditQuery
 from lisguard.transport.mllp import MllpClient, msa_code
 from lisguard.web.audit_query import read_csv
 from lisguard.web.auth import new_token, token_hash
-from tests.conftest import ROOT, SAMPLES, ServiceFactory
+from tests.browser.conftest import ARTIFACTS, WAIT_MS
+from tests.conftest import SAMPLES, ServiceFactory
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = ROOT / "test-artifacts"
-WAIT_MS = 20_000  # never an assertion: how long expect() may wait before failing the test
 FEEDS = [SAMPLES / "03-rxa-then-type-and-screen", SAMPLES / "01-baseline-workup"]
 PATIENT = "MRN03001^SMH"
 LOGGED_OUT = "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
@@ -44,21 +29,6 @@ LOGGED_OUT = "Failed to load resource: the server responded with a status of 401
 
 def base(svc: Service) -> str:
     return f"http://127.0.0.1:{svc.http_port}"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 @pytest.fixture

@@ -4,50 +4,21 @@ The run leaves a screenshot in test-artifacts/technologist-page.png."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from lisguard.app import Service
 from lisguard.hl7v2.framing import decode_bytes, split_messages
 from lisguard.transport.mllp import MllpClient
-from tests.conftest import ROOT, SAMPLES
+from tests.browser.conftest import ARTIFACTS, WAIT_MS
+from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = ROOT / "test-artifacts"
-WAIT_MS = 20_000  # never an assertion: how long expect() may wait before failing the test
 FEED = SAMPLES / "03-rxa-then-type-and-screen"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 async def send_file(service: Service, path: Path) -> None:
