@@ -7,8 +7,8 @@
   ``sqlite:////srv/lisguard/lisguard.db`` - an absolute path (four slashes).
   The parent directory is created at open(). Query parameters: ``synchronous=FULL|NORMAL``
   (default FULL: an ACKed message survives a power cut, at an fsync per group commit; NORMAL
-  survives a process crash only), ``busy_timeout_ms=5000``, ``min_free_bytes=16777216`` (readiness is false
-  while the file system has less room than this).
+  survives a process crash only), ``busy_timeout_ms=5000``, ``min_free_bytes=16777216``
+  (readiness is false while the file system has less room than this).
 - ``postgresql://user:password@host:5432/dbname`` (or ``postgres://``) - asyncpg pool.
   Query parameters ``min_size`` (default 1) and ``max_size`` (default 10) size the pool; any
   other query parameter (e.g. ``search_path=lisguard``, ``sslmode=require``) is handed to
