@@ -69,6 +69,29 @@ def dump_json(value: Any) -> str:
     )
 
 
+def message_row(
+    message: NewMessage, stamp: Callable[[datetime], Any], flags: Callable[[list[str]], Any]
+) -> tuple[Any, ...]:
+    """The `messages` row for a new message, in INSERT column order (sending_application,
+    sending_facility, control_id, content_hash, message_type, received_at, raw, ack, outcome,
+    peer, error, flags); `stamp` and `flags` encode for the dialect."""
+    key = message.key
+    return (
+        None if key is None else key.sending_application,
+        None if key is None else key.sending_facility,
+        None if key is None else key.control_id,
+        message.content_hash,
+        message.message_type,
+        stamp(message.received_at),
+        bytes(message.raw),
+        message.ack,
+        message.outcome,
+        message.peer,
+        message.error,
+        flags(list(message.flags)),
+    )
+
+
 def chain_rows(
     prev: str | None, events: Sequence[AuditEvent], stamp: Callable[[datetime], Any]
 ) -> list[tuple[Any, ...]]:

@@ -43,7 +43,14 @@ from lisguard.store.base import (
     Transaction,
 )
 from lisguard.store.desk_sql import SqlDesk
-from lisguard.store.memory import chain_rows, load_alert, load_detail, load_patient, utc
+from lisguard.store.memory import (
+    chain_rows,
+    load_alert,
+    load_detail,
+    load_patient,
+    message_row,
+    utc,
+)
 from lisguard.store.migrations import apply_postgres
 
 T = TypeVar("T")
@@ -481,25 +488,13 @@ class _PostgresTransaction:
         )
 
     async def add_message(self, message: NewMessage) -> int:
-        key = message.key
         message_id = await self._run(
             partial(
                 self._conn.fetchval,
                 "INSERT INTO messages (sending_application, sending_facility, control_id,"
                 " content_hash, message_type, received_at, raw, ack, outcome, peer, error, flags)"
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-                None if key is None else key.sending_application,
-                None if key is None else key.sending_facility,
-                None if key is None else key.control_id,
-                message.content_hash,
-                message.message_type,
-                utc(message.received_at),
-                bytes(message.raw),
-                message.ack,
-                message.outcome,
-                message.peer,
-                message.error,
-                list(message.flags),
+                *message_row(message, utc, list),
             ),
             "add_message",
         )

@@ -46,7 +46,14 @@ from lisguard.store.base import (
     Transaction,
 )
 from lisguard.store.desk_sql import SqlDesk
-from lisguard.store.memory import chain_rows, load_alert, load_detail, load_patient, utc
+from lisguard.store.memory import (
+    chain_rows,
+    load_alert,
+    load_detail,
+    load_patient,
+    message_row,
+    utc,
+)
 from lisguard.store.migrations import apply_sqlite
 from lisguard.store.sqlite_writer import GroupWriter, InlineConnection
 
@@ -394,27 +401,13 @@ class _SqliteTransaction:
         await self._fetch("DELETE FROM patients WHERE key = ?", (key,), "delete_patient")
 
     async def add_message(self, message: NewMessage) -> int:
-        key = message.key
         cursor = await self._run(
             partial(
                 self._conn.execute,
                 "INSERT INTO messages (sending_application, sending_facility, control_id,"
                 " content_hash, message_type, received_at, raw, ack, outcome, peer, error, flags)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    None if key is None else key.sending_application,
-                    None if key is None else key.sending_facility,
-                    None if key is None else key.control_id,
-                    message.content_hash,
-                    message.message_type,
-                    _ts(message.received_at),
-                    bytes(message.raw),
-                    message.ack,
-                    message.outcome,
-                    message.peer,
-                    message.error,
-                    json.dumps(list(message.flags)) if message.flags else "[]",
-                ),
+                message_row(message, _ts, json.dumps),
             ),
             "add_message",
         )
