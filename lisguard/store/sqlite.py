@@ -201,7 +201,6 @@ class SqliteStore:
         self._writer = GroupWriter(
             conn,
             self.path,
-            commit_in_thread=self.synchronous == "FULL",  # FULL commits wait for an fsync
             busy_timeout_ms=self.busy_timeout_ms,
             translate=lambda exc, doing: translate(exc, doing, self.path),
         )
