@@ -27,11 +27,16 @@ def canonical_detail(detail: Mapping[str, Any]) -> str:
     )
 
 
-@lru_cache(maxsize=256)  # the events of one message share their time; strftime is slow
+@lru_cache(maxsize=256)  # the events of one message share their time
 def canonical_time(at: datetime) -> str:
+    """UTC, microseconds, "Z": 2026-11-22T03:04:05.000006Z."""
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    at = at.astimezone(UTC)
+    if at.year < 1000:  # strftime's %Y does not pad; isoformat would
+        return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # the same text as that strftime, at a tenth of its cost (a new time every message)
+    return at.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def event_hash(
@@ -42,10 +47,37 @@ def event_hash(
     subject: str,
     detail: Mapping[str, Any],
 ) -> str:
-    text = "\x1e".join(
-        (prev_hash or "", canonical_time(at), kind, actor, subject, canonical_detail(detail))
-    )
+    return hash_canonical(prev_hash, at, kind, actor, subject, canonical_detail(detail))
+
+
+def hash_canonical(
+    prev_hash: str | None, at: datetime, kind: str, actor: str, subject: str, canonical: str
+) -> str:
+    """event_hash of a detail already in its canonical text (`canonical_detail`)."""
+    text = "\x1e".join((prev_hash or "", canonical_time(at), kind, actor, subject, canonical))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def reads_back_the_same(value: Any) -> bool:
+    """Whether JSON text of `value` (sorted keys) is already canonical: what loading it and
+    dumping it again (`canonical_detail`) gives. True when every object key is a str - a
+    number key would sort as a number now and as text once read back - and the top level is a
+    dict (anything else is stored wrapped). Values need no check: the text of a number, string,
+    bool or null reads back unchanged."""
+    if type(value) is not dict:
+        return False
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    return False
+                if isinstance(inner, dict | list | tuple):
+                    stack.append(inner)
+        else:  # list or tuple
+            stack.extend(v for v in item if isinstance(v, dict | list | tuple))
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from lisguard.domain.alerts import Alert
-from lisguard.domain.audit import event_hash
+from lisguard.domain.audit import (
+    canonical_detail,
+    event_hash,
+    hash_canonical,
+    reads_back_the_same,
+)
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
 from lisguard.store.base import (
@@ -100,7 +105,12 @@ def chain_rows(
     rows = []
     for e in events:
         detail = dump_json(e.detail)
-        digest = event_hash(prev, utc(e.at), e.kind, e.actor, e.subject, load_detail(detail))
+        # the hash is over the canonical text a verifier rebuilds from the stored JSON; most
+        # details are that text already (one JSON dump a message instead of dump, load, dump)
+        canonical = (
+            detail if reads_back_the_same(e.detail) else canonical_detail(load_detail(detail))
+        )
+        digest = hash_canonical(prev, utc(e.at), e.kind, e.actor, e.subject, canonical)
         rows.append((stamp(e.at), e.kind, e.actor, e.subject, detail, prev, digest))
         prev = digest
     return rows
