@@ -2,7 +2,9 @@
 
     python -m benchmarks.profile [CONNECTIONS] [SECONDS] [OUT]   # default 8, 15, /tmp/lisguard.svg
 
-Writes a flame graph (speedscope JSON when OUT ends in .json) sampled while the feed runs; with
+Writes a flame graph (speedscope JSON when OUT ends in .json, py-spy's collapsed stacks when it
+ends in .txt: one line per stack and its sample count, for grep and sort) sampled while the feed
+runs; with
 OUT "-" it only measures (rate, latency, server CPU per message).
 py-spy needs to read the server's memory: run as root or with ptrace allowed.
 """
@@ -33,7 +35,7 @@ async def main() -> None:
     )
     await server.start()
     assert server.proc is not None
-    fmt = "speedscope" if out.suffix == ".json" else "flamegraph"
+    fmt = {".json": "speedscope", ".txt": "raw"}.get(out.suffix, "flamegraph")
     spy = (
         None
         if str(out) == "-"

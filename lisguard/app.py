@@ -17,10 +17,10 @@ from aiohttp import web
 from lisguard.domain.knowledge import KnowledgeBase, KnowledgeBaseError, load_knowledge_base
 from lisguard.hl7v2.framing import decode_bytes, split_messages
 from lisguard.logs import configure_logging
+from lisguard.screening import Screening
 from lisguard.services import Ingestor, IngestPolicy
 from lisguard.settings import Settings, TlsSettings
 from lisguard.store import open_store
-from lisguard.store.memory import MemoryStore
 from lisguard.transport.delivery import Delivery
 from lisguard.transport.http import start_http
 from lisguard.transport.metrics import Metrics
@@ -61,10 +61,10 @@ async def check(
     *,
     knowledge_dir: Path | None = None,
 ) -> int:
-    """`lisguard check`: the ingest pipeline over files with an in-memory store."""
+    """`lisguard check`: the alerts `serve` would raise on these files, in order, as JSON lines
+    on `out`; unreadable or refused messages on `err`. Exit status 1 when a file cannot be read."""
     kb = load_knowledge(knowledge, knowledge_dir)
-    ingestor = Ingestor(MemoryStore(history=False), kb)  # nothing reads raw bytes or audit back
-    await ingestor.store.open()
+    screening = Screening(kb)
     status = 0
     for path in files:
         try:
@@ -76,12 +76,12 @@ async def check(
             status = 1
             continue
         texts = split_messages(decode_bytes(raw))
+        del raw
         if not texts:
             err.write(json.dumps({"file": str(path), "error": "no HL7 message found"}) + "\n")
             continue
-        for index, text in enumerate(texts, 1):
-            result = await ingestor.ingest(text.encode("utf-8"), peer=str(path), text=text)
-            if result.outcome in ("error", "rejected", "unavailable"):
+        for index, result in enumerate(screening.screen_all(texts), 1):
+            if result.error:
                 err.write(
                     json.dumps(
                         {
@@ -96,7 +96,6 @@ async def check(
                 )
             for alert in result.alerts:
                 out.write(json.dumps(alert.to_json_dict()) + "\n")
-    await ingestor.store.close()
     return status
 
 

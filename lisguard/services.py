@@ -8,7 +8,6 @@ returned after that commit, so an ACKed message is never lost.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,32 +18,17 @@ import structlog
 from lisguard.alerting.routing import AlertRouting
 from lisguard.domain.alerts import Alert
 from lisguard.domain.engine import Outcome, evaluate, patient_keys, touches_state
-from lisguard.domain.facts import ClinicalMessage, MessageKey
+from lisguard.domain.facts import MessageKey
 from lisguard.domain.knowledge import KnowledgeBase
-from lisguard.hl7v2.ack import AckError, Header, peek_header, responses
-from lisguard.hl7v2.clinical import to_clinical
+from lisguard.hl7v2.ack import AckError, responses
 from lisguard.hl7v2.framing import decode_bytes
-from lisguard.hl7v2.reader import HL7ReadError, Message, parse
+from lisguard.hl7v2.reader import Message
+from lisguard.intake import CLINICAL_FAMILIES, IngestPolicy, Reading, Verdict, read_message
 from lisguard.store.base import AuditEvent, NewMessage, Store, StoreError
 
 log = structlog.get_logger("lisguard.ingest")
 
-# Message families whose content the rules read. Anything else is ACKed and stored, not read.
-CLINICAL_FAMILIES = frozenset(
-    {"ORM", "OML", "ORU", "OUL", "ORL", "OMP", "RDE", "RAS", "RDS", "RGV", "VXU", "ADT", "OMB"}
-)
-
-
-@dataclass(frozen=True)
-class IngestPolicy:
-    """What the site accepts. Defaults suit a lab feed: unknown types are ACKed and ignored,
-    so ADT/SIU/MDM noise never turns into a NAK resend storm."""
-
-    processing_ids: frozenset[str] = frozenset({"P", "T", "D"})
-    unknown_types: str = "ignore"  # "ignore" (AA, stored, not read) or "reject" (AR)
-    type_actions: dict[str, str] = field(default_factory=dict)  # e.g. {"QBP": "reject"}
-    always_reply: bool = True
-    app_name: str = "LISGUARD"
+__all__ = ["CLINICAL_FAMILIES", "IngestPolicy", "IngestResult", "Ingestor"]
 
 
 @dataclass
@@ -94,36 +78,24 @@ class Ingestor:
         batch (HTTP, files); otherwise `raw` is decoded here, honouring MSH-18."""
         if text is None:
             text = decode_bytes(raw)
-        # Identity of the content: segment text, whatever line endings or framing carried it.
-        digest = hashlib.sha256(_normalised(text).encode()).hexdigest()
-        try:
-            message = parse(text)
-        except HL7ReadError as exc:
-            return await self._dead_letter(raw, digest, text, peer, exc)
-        header = _header(message)
-        key = MessageKey(
-            message.segments[0].field_raw(3), message.segments[0].field_raw(4), message.control_id
+        reading = read_message(text, self.policy, self.kb)
+        verdict = reading.verdict
+        if verdict is Verdict.UNREADABLE:
+            return await self._dead_letter(raw, reading, peer)
+        if verdict is Verdict.UNTRANSLATABLE:
+            log.error("translate_failed", error=reading.failure)
+            return await self._dead_letter(raw, reading, peer)
+        if verdict is Verdict.REFUSED:
+            return await self._refuse(raw, reading, peer)
+        message, header, digest, clinical = (
+            reading.message,
+            reading.header,
+            reading.digest,
+            reading.clinical,
         )
-        family = message.message_type.partition("^")[0]
+        assert message is not None and reading.key is not None
+        key = reading.key
         policy = self.policy
-        action = policy.type_actions.get(family) or policy.type_actions.get(message.message_type)
-        if action is None:
-            action = "process" if family in CLINICAL_FAMILIES else policy.unknown_types
-        if message.processing_id and message.processing_id not in policy.processing_ids:
-            err = AckError("202", f"processing id {message.processing_id!r} is not accepted here")
-            return await self._refuse(raw, digest, header, key, message, peer, err)
-        if action == "reject":
-            err = AckError("200", f"message type {message.message_type!r} is not accepted here")
-            return await self._refuse(raw, digest, header, key, message, peer, err)
-
-        clinical: ClinicalMessage | None = None
-        if action == "process":
-            try:
-                clinical = to_clinical(message)
-            except Exception as exc:  # a translator bug must not kill the connection
-                log.error("translate_failed", error=type(exc).__name__)
-                err = AckError("207", f"could not read message content: {type(exc).__name__}")
-                return await self._dead_letter(raw, digest, text, peer, err, header=header)
 
         started = time.perf_counter()
         try:
@@ -182,7 +154,7 @@ class Ingestor:
             )
         result = IngestResult(
             acks,
-            "accepted" if clinical is not None else "ignored",
+            "accepted" if verdict is Verdict.PROCESS else "ignored",
             key.control_id,
             message.message_type,
             alerts,
@@ -194,59 +166,41 @@ class Ingestor:
                 await listener(alerts)
         return result
 
-    async def _refuse(
-        self,
-        raw: bytes,
-        digest: str,
-        header: Header,
-        key: MessageKey,
-        message: Message,
-        peer: str,
-        err: AckError,
-    ) -> IngestResult:
-        acks = responses(header, ok=False, rejected=True, error=err, app_name=self.policy.app_name)
-        await self._keep(raw, digest, acks, "AR", key, message.message_type, peer, err.reason)
+    async def _refuse(self, raw: bytes, reading: Reading, peer: str) -> IngestResult:
+        assert reading.error is not None and reading.message is not None
+        err = reading.error
+        acks = responses(
+            reading.header, ok=False, rejected=True, error=err, app_name=self.policy.app_name
+        )
+        message_type = reading.message.message_type
+        await self._keep(raw, reading, acks, "AR", reading.key, message_type, peer)
         return IngestResult(
-            acks, "rejected", key.control_id, message.message_type, error=err.reason
+            acks, "rejected", reading.header.control_id, message_type, error=err.reason
         )
 
-    async def _dead_letter(
-        self,
-        raw: bytes,
-        digest: str,
-        text: str,
-        peer: str,
-        exc: HL7ReadError | AckError,
-        *,
-        header: Header | None = None,
-    ) -> IngestResult:
+    async def _dead_letter(self, raw: bytes, reading: Reading, peer: str) -> IngestResult:
         """Unreadable content: answer AE (CE) saying why, and keep the bytes for inspection."""
-        if isinstance(exc, HL7ReadError):
-            where = f" ({exc.segment}-{exc.field})" if exc.segment and exc.field else ""
-            err = AckError(exc.code, f"{exc.reason}{where}", exc.segment or "", exc.field)
-        else:
-            err = exc
-        header = header or peek_header(text) or Header()
-        acks = responses(header, ok=False, error=err, app_name=self.policy.app_name)
-        key = (
-            MessageKey(header.sending_application, header.sending_facility, header.control_id)
-            if header.control_id
-            else None
+        assert reading.error is not None
+        acks = responses(
+            reading.header, ok=False, error=reading.error, app_name=self.policy.app_name
         )
-        await self._keep(raw, digest, acks, "AE", key, "", peer, err.reason)
-        return IngestResult(acks, "error", header.control_id, error=err.reason)
+        # a dead letter is filed under its control id only when it has one
+        key = reading.key if reading.header.control_id else None
+        await self._keep(raw, reading, acks, "AE", key, "", peer)
+        return IngestResult(acks, "error", reading.header.control_id, error=reading.error.reason)
 
     async def _keep(
         self,
         raw: bytes,
-        digest: str,
+        reading: Reading,
         acks: list[str],
         outcome: str,
         key: MessageKey | None,
         message_type: str,
         peer: str,
-        reason: str,
     ) -> None:
+        digest = reading.digest
+        reason = reading.error.reason if reading.error is not None else ""
         now = self.clock()
         try:
             async with self.store.transaction() as tx:
@@ -282,29 +236,6 @@ class Ingestor:
         except StoreError as exc:
             # The NAK goes out anyway; the sender keeps the message and will resend.
             log.error("dead_letter_not_stored", error=str(exc))
-
-
-def _normalised(text: str) -> str:
-    if "\n" in text:
-        text = text.replace("\r\n", "\r").replace("\n", "\r")
-    return text.lstrip("\ufeff").strip("\r")
-
-
-def _header(message: Message) -> Header:
-    msh = message.segments[0]
-    return Header(
-        sending_application=msh.field_raw(3),
-        sending_facility=msh.field_raw(4),
-        receiving_application=msh.field_raw(5),
-        receiving_facility=msh.field_raw(6),
-        control_id=message.control_id,
-        trigger=msh.get(9, 2),
-        processing_id=message.processing_id,
-        version=message.version,
-        accept_ack_type=msh.get(15).strip(),
-        application_ack_type=msh.get(16).strip(),
-        encoding=message.encoding,
-    )
 
 
 def _sender(message: Message) -> str:

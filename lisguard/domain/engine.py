@@ -7,13 +7,13 @@ message's own, so replaying a feed gives the same alerts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from lisguard.domain.alerts import Alert, EvidenceItem, alert_id
 from lisguard.domain.context import Rule, RuleContext
-from lisguard.domain.facts import ClinicalMessage, Medication, MedicationAction
+from lisguard.domain.facts import ClinicalMessage, Coded, Medication, MedicationAction
 from lisguard.domain.knowledge import Drug, KnowledgeBase, TestCategory
 from lisguard.domain.patient import Exposure, IsotypeStatement, PatientState, RbcTyping
 from lisguard.domain.rules import DEFAULT_RULES
@@ -271,7 +271,12 @@ def _isotype_in(
 
 
 def _drug_of(kb: KnowledgeBase, med: Medication) -> Drug | None:
-    for coded in med.codes:
+    return drug_of_codes(kb, med.codes)
+
+
+def drug_of_codes(kb: KnowledgeBase, codes: Iterable[Coded]) -> Drug | None:
+    """The first enabled drug the codes of a pharmacy field name."""
+    for coded in codes:
         drug = kb.drug_for_code(coded)
         if drug is not None and drug.enabled:
             return drug

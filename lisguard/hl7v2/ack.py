@@ -194,6 +194,13 @@ def responses(
     return out
 
 
+def acknowledged(header: Header, *, ok: bool, always_reply: bool = True) -> bool:
+    """Whether `responses` would answer anything (without building the ACKs)."""
+    if not header.enhanced or always_reply:
+        return True
+    return _wanted(header.accept_ack_type, ok) or _wanted(header.application_ack_type, ok)
+
+
 def _wanted(ack_type: str, ok: bool) -> bool:
     t = ack_type.strip().upper()
     if t in ("", "AL"):

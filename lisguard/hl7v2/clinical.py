@@ -103,7 +103,7 @@ def _plain_pair(raw: str, comp: str) -> tuple[Coded, Coded]:
     return found
 
 
-def _codes(seg: Segment, fld: int) -> tuple[Coded, ...]:
+def field_codes(seg: Segment, fld: int) -> tuple[Coded, ...]:
     found: list[Coded] = []
     for rep in range(1, len(seg.repetitions(fld)) + 1):
         found.extend(c for c in coded_pair(seg, fld, rep) if not c.is_empty())
@@ -227,7 +227,7 @@ def _obx_plain(fields: list[str], comp: str) -> Observation:
     )
 
 
-def _nte_text(seg: Segment) -> str:
+def nte_text(seg: Segment) -> str:
     reps = seg.repetitions(3)
     return " ".join(seg.get(3, repetition=i).strip() for i in range(1, len(reps) + 1)).strip()
 
@@ -294,7 +294,7 @@ def to_clinical(msg: Message) -> ClinicalMessage:
             medications.append(
                 Medication(
                     action=action,
-                    codes=_codes(seg, code_field),
+                    codes=field_codes(seg, code_field),
                     time=when,
                     order_id=_order_id(orc, None, control_id),
                     location=location_name,
@@ -329,7 +329,7 @@ def to_clinical(msg: Message) -> ClinicalMessage:
             elif obs.value_type in TEXT_VALUE_TYPES:
                 free_text.extend(FreeText("OBX-5", v) for v in obs.values)
         elif name == "NTE":
-            text = _nte_text(seg)
+            text = nte_text(seg)
             if text:
                 if open_lab is not None:
                     open_lab.notes.append(text)

@@ -6,7 +6,15 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 
-from lisguard.hl7v2.ack import AckError, Header, build_ack, escape, peek_header, responses
+from lisguard.hl7v2.ack import (
+    AckError,
+    Header,
+    acknowledged,
+    build_ack,
+    escape,
+    peek_header,
+    responses,
+)
 from lisguard.hl7v2.escapes import Encoding
 from lisguard.hl7v2.reader import parse
 
@@ -72,6 +80,19 @@ def test_enhanced_mode(accept: str, application: str, ok: bool, expected: list[s
 def test_enhanced_never_ack_honoured_when_asked() -> None:
     header = Header(control_id="C9", accept_ack_type="NE", application_ack_type="NE")
     assert responses(header, ok=True, always_reply=False) == []
+
+
+@pytest.mark.parametrize("accept", ["", "AL", "NE", "ER", "SU", "xx"])
+@pytest.mark.parametrize("application", ["", "AL", "NE", "ER", "SU"])
+@pytest.mark.parametrize("ok", [True, False])
+@pytest.mark.parametrize("always_reply", [True, False])
+def test_acknowledged_says_whether_responses_answers(
+    accept: str, application: str, ok: bool, always_reply: bool
+) -> None:
+    header = Header(control_id="C9", accept_ack_type=accept, application_ack_type=application)
+    err = None if ok else AckError("102", "bad")
+    answered = responses(header, ok=ok, error=err, always_reply=always_reply)
+    assert acknowledged(header, ok=ok, always_reply=always_reply) == bool(answered)
 
 
 def test_escape_uses_the_message_delimiters() -> None:

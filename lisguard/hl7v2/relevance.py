@@ -1,0 +1,68 @@
+"""Whether a message can matter to the rules, read off its segments without translating it.
+
+Most of a lab feed is a CBC or a chemistry panel for someone, an ADT update, a pharmacy message
+for another drug: `touches_state` says no to all of them, but only after `to_clinical` has built
+every observation. `may_touch_state` answers from the raw segments first, at a fraction of the
+cost, and only ever errs towards "maybe" (then the caller translates and asks `touches_state`).
+
+Why it never says "no" wrongly: `touches_state` is true only for
+1. a merge, which needs an MRG segment: any MRG says "maybe";
+2. a known drug, named in the code field of a pharmacy segment (RXO/RXE/RXD/RXG/RXA): that
+   field is read with the translator's own `field_codes` and looked up as the engine does
+   (`drug_of_codes`);
+3. a test the knowledge base knows, in OBR-4 or OBX-3: read with the translator's `coded_pair`
+   and categorised by the same knowledge base;
+4. a drug mentioned in narrative: an NTE (read with the translator's `nte_text`) or OBR-13
+   scanned with the same `mentions`; an OBX of a text type (TX/ST/FT) says "maybe" outright.
+tests/integration/test_relevance.py checks the implication on every sample, corpus and benchmark
+message and on generated ones.
+"""
+
+from __future__ import annotations
+
+from lisguard.domain.engine import NARRATIVE_TYPES, drug_of_codes
+from lisguard.domain.knowledge import KnowledgeBase
+from lisguard.hl7v2.clinical import PHARMACY, TEXT_VALUE_TYPES, coded_pair, field_codes, nte_text
+from lisguard.hl7v2.reader import Message
+
+# OBX-2 values whose OBX-5 the translator keeps as free text, or the engine scans for drugs
+_TEXT_TYPES = tuple(sorted(TEXT_VALUE_TYPES | NARRATIVE_TYPES))
+
+
+def may_touch_state(message: Message, kb: KnowledgeBase) -> bool:
+    """False only when `touches_state(to_clinical(message), kb)` is certainly False."""
+    categorize = kb.categorize
+    for seg in message.segments[1:]:
+        name = seg.name
+        if name == "OBX":
+            value_type = seg.field_raw(2)
+            if value_type and _may_be_text(value_type, seg.encoding.escape):
+                return True
+            code, alt = coded_pair(seg, 3)
+            if categorize(code) or categorize(alt):
+                return True
+        elif name == "OBR":
+            code, alt = coded_pair(seg, 4)
+            if categorize(code) or categorize(alt) or _mentions_a_drug(kb, seg.get(13).strip()):
+                return True
+        elif name == "NTE":
+            if _mentions_a_drug(kb, nte_text(seg)):
+                return True
+        elif name in PHARMACY:
+            if drug_of_codes(kb, field_codes(seg, PHARMACY[name][0])) is not None:
+                return True
+        elif name == "MRG":
+            return True
+    return False
+
+
+def _mentions_a_drug(kb: KnowledgeBase, text: str) -> bool:
+    return bool(text) and any(m.drug.enabled for m in kb.mentions(text))
+
+
+def _may_be_text(raw: str, escape: str) -> bool:
+    """Whether OBX-2 may read as TX, ST or FT: any of them anywhere in it, or an escape. (The
+    type the translator reads is a piece of the raw field, stripped and upper-cased; str.upper
+    maps character by character, so that piece upper-cased is a piece of `raw.upper()`.)"""
+    upper = raw.upper()
+    return escape in raw or any(t in upper for t in _TEXT_TYPES)

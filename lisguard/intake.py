@@ -1,0 +1,133 @@
+"""Reading one message: what it is, whether the site takes it, and the facts it states.
+
+The first step of every path a message takes - `Ingestor.ingest` (MLLP, HTTP) and
+`Screening.screen` (`lisguard check`) - so that both decide alike. Pure: no store, no clock, no
+I/O; the callers record, answer and log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from lisguard.domain.facts import ClinicalMessage, MessageKey
+from lisguard.domain.knowledge import KnowledgeBase
+from lisguard.hl7v2.ack import AckError, Header, peek_header
+from lisguard.hl7v2.clinical import to_clinical
+from lisguard.hl7v2.reader import HL7ReadError, Message, parse
+from lisguard.hl7v2.relevance import may_touch_state
+
+# Message families whose content the rules read. Anything else is ACKed and stored, not read.
+CLINICAL_FAMILIES = frozenset(
+    {"ORM", "OML", "ORU", "OUL", "ORL", "OMP", "RDE", "RAS", "RDS", "RGV", "VXU", "ADT", "OMB"}
+)
+
+
+@dataclass(frozen=True)
+class IngestPolicy:
+    """What the site accepts. Defaults suit a lab feed: unknown types are ACKed and ignored,
+    so ADT/SIU/MDM noise never turns into a NAK resend storm."""
+
+    processing_ids: frozenset[str] = frozenset({"P", "T", "D"})
+    unknown_types: str = "ignore"  # "ignore" (AA, stored, not read) or "reject" (AR)
+    type_actions: dict[str, str] = field(default_factory=dict)  # e.g. {"QBP": "reject"}
+    always_reply: bool = True
+    app_name: str = "LISGUARD"
+
+
+class Verdict(StrEnum):
+    UNREADABLE = "unreadable"  # not HL7 we can read: AE, kept as a dead letter
+    UNTRANSLATABLE = "untranslatable"  # read, but the translator failed on it: AE, dead letter
+    REFUSED = "refused"  # processing id or type the site does not take: AR
+    PROCESS = "process"  # a clinical family: its facts go to the rules
+    IGNORE = "ignore"  # ACKed and stored, not read
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One message read: the verdict and everything the callers need to act on it."""
+
+    verdict: Verdict
+    digest: str  # identity of the content (sha256 of the segments, however framed)
+    header: Header  # what an ACK needs (as far as it could be read, for unreadable ones)
+    key: MessageKey | None  # MSH-3, -4, -10; None when unreadable without a control id
+    message: Message | None = None  # None when unreadable
+    # PROCESS only, and only when it may matter to the rules (None: it certainly does not)
+    clinical: ClinicalMessage | None = None
+    error: AckError | None = None  # why, for UNREADABLE, UNTRANSLATABLE and REFUSED
+    failure: str = ""  # UNTRANSLATABLE: the translator's exception type, for the log
+
+
+def content_digest(text: str) -> str:
+    """Identity of the content: segment text, whatever line endings or framing carried it."""
+    if "\n" in text:
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
+    return hashlib.sha256(text.lstrip("\ufeff").strip("\r").encode()).hexdigest()
+
+
+def read_message(text: str, policy: IngestPolicy, kb: KnowledgeBase) -> Reading:
+    """Parse, classify by policy, and translate one message of a clinical family when it may
+    say anything the knowledge base knows (lisguard.hl7v2.relevance)."""
+    digest = content_digest(text)
+    try:
+        message = parse(text)
+    except HL7ReadError as exc:
+        where = f" ({exc.segment}-{exc.field})" if exc.segment and exc.field else ""
+        err = AckError(exc.code, f"{exc.reason}{where}", exc.segment or "", exc.field)
+        header = peek_header(text) or Header()
+        key = (
+            MessageKey(header.sending_application, header.sending_facility, header.control_id)
+            if header.control_id
+            else None
+        )
+        return Reading(Verdict.UNREADABLE, digest, header, key, error=err)
+    header = message_header(message)
+    key = MessageKey(header.sending_application, header.sending_facility, header.control_id)
+    message_type = message.message_type
+    family = message_type.partition("^")[0]
+    action = policy.type_actions.get(family) or policy.type_actions.get(message_type)
+    if action is None:
+        action = "process" if family in CLINICAL_FAMILIES else policy.unknown_types
+    if message.processing_id and message.processing_id not in policy.processing_ids:
+        err = AckError("202", f"processing id {message.processing_id!r} is not accepted here")
+        return Reading(Verdict.REFUSED, digest, header, key, message, error=err)
+    if action == "reject":
+        err = AckError("200", f"message type {message_type!r} is not accepted here")
+        return Reading(Verdict.REFUSED, digest, header, key, message, error=err)
+    if action != "process":
+        return Reading(Verdict.IGNORE, digest, header, key, message)
+    if not may_touch_state(message, kb):
+        return Reading(Verdict.PROCESS, digest, header, key, message)
+    try:
+        clinical = to_clinical(message)
+    except Exception as exc:  # a translator bug must not kill the connection
+        err = AckError("207", f"could not read message content: {type(exc).__name__}")
+        return Reading(
+            Verdict.UNTRANSLATABLE,
+            digest,
+            header,
+            key,
+            message,
+            error=err,
+            failure=type(exc).__name__,
+        )
+    return Reading(Verdict.PROCESS, digest, header, key, message, clinical)
+
+
+def message_header(message: Message) -> Header:
+    """What an ACK needs, from the parsed MSH."""
+    msh = message.segments[0]
+    return Header(
+        sending_application=msh.field_raw(3),
+        sending_facility=msh.field_raw(4),
+        receiving_application=msh.field_raw(5),
+        receiving_facility=msh.field_raw(6),
+        control_id=message.control_id,
+        trigger=msh.get(9, 2),
+        processing_id=message.processing_id,
+        version=message.version,
+        accept_ack_type=msh.get(15).strip(),
+        application_ack_type=msh.get(16).strip(),
+        encoding=message.encoding,
+    )

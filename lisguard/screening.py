@@ -1,0 +1,88 @@
+"""`lisguard check`: a feed screened for the alerts `lisguard serve` would raise, with no store.
+
+Same reading (`lisguard.intake`), same rules, same answers to what serve decides through its
+store - a resent message is a duplicate, an alert is raised once - but patient states stay in a
+dict and nothing is recorded: no ACK is built, no audit event hashed, no row written. A test runs
+every sample feed through both and compares them message by message
+(tests/integration/test_screening.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from lisguard.domain.alerts import Alert
+from lisguard.domain.engine import evaluate, patient_keys, touches_state
+from lisguard.domain.facts import MessageKey
+from lisguard.domain.knowledge import KnowledgeBase
+from lisguard.domain.patient import PatientState
+from lisguard.hl7v2.ack import acknowledged
+from lisguard.intake import IngestPolicy, Verdict, read_message
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """One message screened. `outcome` uses the ingest words: accepted, ignored, duplicate,
+    error (unreadable, AE) or rejected (refused by policy, AR)."""
+
+    outcome: str
+    control_id: str
+    alerts: list[Alert] = field(default_factory=list)
+    error: str = ""
+
+
+class Screening:
+    """The state of one screening run: patients, messages seen, alerts raised."""
+
+    def __init__(self, kb: KnowledgeBase, policy: IngestPolicy | None = None) -> None:
+        self.kb = kb
+        self.policy = policy or IngestPolicy()
+        self.states: dict[str, PatientState] = {}
+        # what serve's find_message would return: the content hash of the last message stored
+        # under a key, and whether an ACK was stored with it (only then is a resend a duplicate)
+        self._last: dict[MessageKey, tuple[str, bool]] = {}
+        self._alert_ids: set[str] = set()
+
+    def screen_all(self, texts: Iterable[str]) -> Iterator[Screened]:
+        for text in texts:
+            yield self.screen(text)
+
+    def screen(self, text: str) -> Screened:
+        reading = read_message(text, self.policy, self.kb)
+        header, key = reading.header, reading.key
+        verdict = reading.verdict
+        if verdict in (Verdict.UNREADABLE, Verdict.UNTRANSLATABLE, Verdict.REFUSED):
+            assert reading.error is not None
+            refused = verdict is Verdict.REFUSED
+            # serve keeps it (a dead letter is filed under its key only if it has a control id)
+            if key is not None and (refused or header.control_id):
+                self._last[key] = (reading.digest, True)  # an AE/AR always goes back
+            return Screened(
+                "rejected" if refused else "error", header.control_id, error=reading.error.reason
+            )
+        assert key is not None
+        previous = self._last.get(key)
+        if previous is not None and previous == (reading.digest, True):
+            return Screened("duplicate", key.control_id)
+        self._last[key] = (
+            reading.digest,
+            acknowledged(header, ok=True, always_reply=self.policy.always_reply),
+        )
+        if verdict is Verdict.IGNORE:
+            return Screened("ignored", key.control_id)
+        clinical = reading.clinical
+        if clinical is None or not touches_state(clinical, self.kb):
+            return Screened("accepted", key.control_id)
+        states = self.states
+        wanted = {k: states[k] for k in patient_keys(clinical) if k in states}
+        outcome = evaluate(clinical, wanted, self.kb)
+        states.update(outcome.states)  # new objects: evaluate never changes what it is given
+        for gone in outcome.removed:
+            states.pop(gone, None)
+        alerts = []
+        for alert in outcome.alerts:  # serve's store raises an alert id once, ever
+            if alert.id not in self._alert_ids:
+                self._alert_ids.add(alert.id)
+                alerts.append(alert)
+        return Screened("accepted", key.control_id, alerts)
