@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from lisguard.domain.facts import ClinicalMessage, MessageKey
-from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.hl7v2.ack import AckError, Header, peek_header
 from lisguard.hl7v2.clinical import to_clinical
 from lisguard.hl7v2.reader import HL7ReadError, Message, parse
-from lisguard.hl7v2.relevance import may_touch_state
+from lisguard.hl7v2.relevance import Relevance
 
 # Message families whose content the rules read. Anything else is ACKed and stored, not read.
 CLINICAL_FAMILIES = frozenset(
@@ -44,9 +44,9 @@ class Verdict(StrEnum):
     IGNORE = "ignore"  # ACKed and stored, not read
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One message read: the verdict and everything the callers need to act on it."""
+class Reading(NamedTuple):
+    """One message read: the verdict and everything the callers need to act on it. (A named
+    tuple: one is built per message, at a third of a frozen dataclass's cost.)"""
 
     verdict: Verdict
     digest: str  # identity of the content (sha256 of the segments, however framed)
@@ -66,7 +66,7 @@ def content_digest(text: str) -> str:
     return hashlib.sha256(text.lstrip("\ufeff").strip("\r").encode()).hexdigest()
 
 
-def read_message(text: str, policy: IngestPolicy, kb: KnowledgeBase) -> Reading:
+def read_message(text: str, policy: IngestPolicy, relevance: Relevance) -> Reading:
     """Parse, classify by policy, and translate one message of a clinical family when it may
     say anything the knowledge base knows (lisguard.hl7v2.relevance)."""
     digest = content_digest(text)
@@ -97,7 +97,7 @@ def read_message(text: str, policy: IngestPolicy, kb: KnowledgeBase) -> Reading:
         return Reading(Verdict.REFUSED, digest, header, key, message, error=err)
     if action != "process":
         return Reading(Verdict.IGNORE, digest, header, key, message)
-    if not may_touch_state(message, kb):
+    if not relevance.may_touch_state(message):
         return Reading(Verdict.PROCESS, digest, header, key, message)
     try:
         clinical = to_clinical(message)
@@ -118,16 +118,17 @@ def read_message(text: str, policy: IngestPolicy, kb: KnowledgeBase) -> Reading:
 def message_header(message: Message) -> Header:
     """What an ACK needs, from the parsed MSH."""
     msh = message.segments[0]
+    value = message.msh_value
     return Header(
         sending_application=msh.field_raw(3),
         sending_facility=msh.field_raw(4),
         receiving_application=msh.field_raw(5),
         receiving_facility=msh.field_raw(6),
-        control_id=message.control_id,
-        trigger=msh.get(9, 2),
-        processing_id=message.processing_id,
-        version=message.version,
-        accept_ack_type=msh.get(15).strip(),
-        application_ack_type=msh.get(16).strip(),
+        control_id=value(10),
+        trigger=message.trigger,
+        processing_id=value(11),
+        version=value(12),
+        accept_ack_type=value(15).strip(),
+        application_ack_type=value(16).strip(),
         encoding=message.encoding,
     )

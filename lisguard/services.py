@@ -23,6 +23,7 @@ from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.hl7v2.ack import AckError, responses
 from lisguard.hl7v2.framing import decode_bytes
 from lisguard.hl7v2.reader import Message
+from lisguard.hl7v2.relevance import Relevance
 from lisguard.intake import CLINICAL_FAMILIES, IngestPolicy, Reading, Verdict, read_message
 from lisguard.store.base import AuditEvent, NewMessage, Store, StoreError
 
@@ -69,6 +70,7 @@ class Ingestor:
         self.store = store
         self.kb = kb
         self.policy = policy or IngestPolicy()
+        self.relevance = Relevance(kb)  # which messages need translating
         self.clock = clock
         self.routing = routing or AlertRouting()  # snooze, collapse, outbox rows
         self.listeners: list[AlertListener] = []
@@ -78,7 +80,7 @@ class Ingestor:
         batch (HTTP, files); otherwise `raw` is decoded here, honouring MSH-18."""
         if text is None:
             text = decode_bytes(raw)
-        reading = read_message(text, self.policy, self.kb)
+        reading = read_message(text, self.policy, self.relevance)
         verdict = reading.verdict
         if verdict is Verdict.UNREADABLE:
             return await self._dead_letter(raw, reading, peer)

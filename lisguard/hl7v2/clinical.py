@@ -80,7 +80,7 @@ def coded_pair(seg: Segment, fld: int, repetition: int = 1) -> tuple[Coded, Code
     if repetition == 1 and not (
         enc.repetition in raw or enc.escape in raw or enc.subcomponent in raw
     ):
-        return _plain_pair(raw, enc.component)
+        return plain_pair(raw, enc.component)
     parts = seg.first_subcomponents(fld, repetition)
     return _triplet(parts, 0), _triplet(parts, 3)
 
@@ -90,7 +90,7 @@ _PAIRS: dict[tuple[str, str], tuple[Coded, Coded]] = {}
 _PAIRS_MAX = 8192
 
 
-def _plain_pair(raw: str, comp: str) -> tuple[Coded, Coded]:
+def plain_pair(raw: str, comp: str) -> tuple[Coded, Coded]:
     """coded_pair of a field with no repetition, escape or subcomponent character."""
     key = (raw, comp)
     found = _PAIRS.get(key)
@@ -214,7 +214,7 @@ def _obx_plain(fields: list[str], comp: str) -> Observation:
         text = text.strip()
         if text:
             values.append(text)
-    code, alt_code = _plain_pair(fields[3] if n > 3 else "", comp)
+    code, alt_code = plain_pair(fields[3] if n > 3 else "", comp)
     return Observation(
         code=code,
         alt_code=alt_code,

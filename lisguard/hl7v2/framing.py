@@ -7,11 +7,16 @@ design: what is not a message is left for `reader.parse` to reject with a reason
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["decode_bytes", "split_messages"]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
 _SEGMENT_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# A line that the line-by-line reading would treat specially: blank or indented (or not starting
+# with a segment name at all), or a batch segment.
+_IRREGULAR = {nl: re.compile(f"{nl}(?:[^A-Z]|FHS|BHS|BTS|FTS)") for nl in ("\r", "\n")}
 
 # MSH-18 (HL7 table 0211, plus labels vendors write instead) -> Python codec.
 _CHARSETS = {
@@ -130,12 +135,32 @@ def split_messages(text: str) -> list[str]:
         text = text[1:]
     if "\x0b" in text or "\x1c" in text:
         text = text.replace("\x0b", "\r").replace("\x1c", "\r")
+    newline = "\r"
     if "\n" in text:
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
-        lines = text.split("\n")
-    else:
-        lines = text.split("\r")
+        newline = "\n"
+    # The usual file or feed: it starts with MSH and every line starts with a segment name that
+    # is not a batch segment. Then cutting at each line that starts "MSH" is all there is to do.
+    body = text.rstrip(newline)
+    if body.startswith("MSH") and _IRREGULAR[newline].search(body) is None:
+        if newline == "\n":
+            body = body.replace("\n", "\r")
+        # slice at each "\rMSH" (one copy of each message, not a split and a concatenation)
+        starts = [0]
+        find = body.find
+        at = find("\rMSH")
+        while at >= 0:
+            starts.append(at + 1)
+            at = find("\rMSH", at + 4)
+        ends = [start - 1 for start in starts[1:]]
+        ends.append(len(body))
+        return [body[start:end] for start, end in zip(starts, ends, strict=True)]
+    return _split_lines(text.split(newline))
+
+
+def _split_lines(lines: list[str]) -> list[str]:
+    """split_messages for any text, line by line."""
     messages: list[list[str]] = []
     current: list[str] | None = None
     stray: list[str] = []

@@ -198,6 +198,23 @@ def _checked_segments(lines: list[str], encoding: Encoding) -> list[Segment]:
     return segments
 
 
+def _first_values(msh: Segment) -> list[str]:
+    """msh.get(f) for every field f (index = field number): MSH-1 and MSH-2 as they are, the
+    others their first component - split by hand where no repetition, subcomponent or escape
+    character makes `get` do more."""
+    fields = msh._split()
+    enc = msh.encoding
+    rep, sub, esc, comp = enc.repetition, enc.subcomponent, enc.escape, enc.component
+    values = fields[:3]
+    for number in range(3, len(fields)):
+        value = fields[number]
+        if rep in value or sub in value or esc in value:
+            values.append(msh.get(number))
+        else:
+            values.append(value.partition(comp)[0])
+    return values
+
+
 # Per field separator, the "XXX|" segment starts already found valid (MSH never included).
 _valid_heads: dict[str, set[str]] = {}
 
@@ -205,12 +222,21 @@ _valid_heads: dict[str, set[str]] = {}
 class Message:
     """One parsed message: its encoding and its segments in order, MSH first."""
 
-    __slots__ = ("_type", "encoding", "segments")
+    __slots__ = ("_msh", "_type", "encoding", "segments")
 
     def __init__(self, encoding: Encoding, segments: list[Segment]) -> None:
         self.encoding = encoding
         self.segments = segments
         self._type: str | None = None  # message_type, read many times per message
+        self._msh: list[str] | None = None  # msh_value() of every MSH field, read once
+
+    def msh_value(self, field: int) -> str:
+        """MSH `field` as `segments[0].get(field)` reads it (first component, unescaped), from
+        one pass over the MSH: every message needs several of them (ACK, key, policy)."""
+        values = self._msh
+        if values is None:
+            values = self._msh = _first_values(self.segments[0])
+        return values[field] if 0 < field < len(values) else ""
 
     def __repr__(self) -> str:
         return f"<Message {self.message_type or '?'} {self.control_id!r} ({len(self.segments)})>"
@@ -231,25 +257,29 @@ class Message:
         """MSH-9.1^MSH-9.2 ("ORU^R01"), always joined by '^'; just MSH-9.1 without a trigger."""
         found = self._type
         if found is None:
-            msh = self.segments[0]
-            code, trigger = msh.get(9, 1), msh.get(9, 2)
+            code, trigger = self.msh_value(9), self.trigger
             found = self._type = f"{code}^{trigger}" if trigger else code
         return found
 
     @property
+    def trigger(self) -> str:
+        """MSH-9.2, the trigger event ("R01")."""
+        return self.segments[0].get(9, 2)
+
+    @property
     def control_id(self) -> str:
         """MSH-10 (its first component, unescaped)."""
-        return self.segments[0].get(10)
+        return self.msh_value(10)
 
     @property
     def version(self) -> str:
         """MSH-12.1, e.g. "2.5.1"."""
-        return self.segments[0].get(12)
+        return self.msh_value(12)
 
     @property
     def processing_id(self) -> str:
         """MSH-11.1: P(roduction), T(raining), D(ebugging)."""
-        return self.segments[0].get(11)
+        return self.msh_value(11)
 
     def to_er7(self) -> str:
         """The message text, segments joined by '\\r': what was parsed, minus blank lines."""

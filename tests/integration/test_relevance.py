@@ -17,7 +17,7 @@ from lisguard.domain.knowledge import KnowledgeBase, load_knowledge_base
 from lisguard.hl7v2.clinical import to_clinical
 from lisguard.hl7v2.framing import decode_bytes, split_messages
 from lisguard.hl7v2.reader import HL7ReadError, Message, parse
-from lisguard.hl7v2.relevance import may_touch_state
+from lisguard.hl7v2.relevance import Relevance, may_touch_state
 from tests.conftest import SAMPLES, corpus_files
 
 
@@ -34,8 +34,15 @@ def _messages(texts: list[str]) -> Iterator[Message]:
             continue
 
 
+@functools.cache
+def shared() -> Relevance:
+    """One instance for the whole module, so that its cache answers too."""
+    return Relevance(kb())
+
+
 def _check(message: Message) -> tuple[bool, bool]:
     maybe = may_touch_state(message, kb())
+    assert shared().may_touch_state(message) == maybe
     touches = touches_state(to_clinical(message), kb())
     assert maybe or not touches, message.to_er7()[:400]
     return maybe, touches

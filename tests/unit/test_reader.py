@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lisguard.hl7v2.escapes import DEFAULT_ENCODING, Encoding, unescape
+from lisguard.hl7v2.framing import _split_lines
 from lisguard.hl7v2.reader import (
     HL7ReadError,
     Message,
@@ -532,3 +533,90 @@ def test_bytes_pipeline_raises_only_hl7_read_error(raw: bytes) -> None:
 @given(st.text(max_size=60), st.sampled_from([DEFAULT_ENCODING, Encoding("#", "$", "%", "@", "!")]))
 def test_unescape_never_raises(value: str, enc: Encoding) -> None:
     assert isinstance(unescape(value, enc), str)
+
+
+# -- split_messages: the fast cut at MSH lines gives what the line-by-line reading gives
+
+_PIECES = [
+    "MSH|^~\\&|A|B|C|D|2026||ORU^R01|1|P|2.5.1",
+    "PID|1||M1",
+    "OBX|1|NM|X^Y||1",
+    "MSHX|",
+    "FHS|",
+    "BHS|",
+    "BTS|1",
+    "FTS|1",
+    "",
+    " ",
+    "  PID|2",
+    "\t",
+    "pid|lower",
+    "1abc",
+    "ZXY|custom",
+    "OBX|1|TX|N||a MSH in the middle",
+    "\ufeffMSH|^~\\&|",
+]
+
+
+_REGULAR = [p for p in _PIECES if p[:1].isupper() and p[:3] not in ("FHS", "BHS", "BTS", "FTS")]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=12)
+    | st.lists(st.sampled_from(_REGULAR), max_size=8).map(lambda r: [_PIECES[0], *r])
+    | st.tuples(
+        st.lists(st.sampled_from(_REGULAR), max_size=4),
+        st.sampled_from(_PIECES),
+        st.lists(st.sampled_from(_REGULAR), max_size=4),
+    ).map(lambda t: [_PIECES[0], *t[0], t[1], *t[2]]),  # one odd line among regular ones
+    st.sampled_from(["\r", "\n", "\r\n", "\x1c\r\x0b"]),
+    st.sampled_from(["", "\r", "\n", "\r\n\r\n", "\x1c\r"]),
+    st.sampled_from(["", "\ufeff", "\x0b"]),
+)
+def test_split_messages_fast_path_agrees_with_line_by_line(
+    lines: list[str], newline: str, tail: str, head: str
+) -> None:
+    text = head + newline.join(lines) + tail
+    assert split_messages(text) == _reference_split(text)
+
+
+def _reference_split(text: str) -> list[str]:
+    """The line-by-line reading alone (what split_messages did before its fast path)."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    text = text.replace("\x0b", "\r").replace("\x1c", "\r")
+    if "\n" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return _split_lines(text.split("\n"))
+    return _split_lines(text.split("\r"))
+
+
+def test_msh_values_read_as_get_does_on_every_sample_and_corpus_message() -> None:
+    from tests.conftest import SAMPLES, corpus_files
+
+    checked = 0
+    for path in [*sorted(SAMPLES.rglob("*.hl7")), *corpus_files()]:
+        for text in split_messages(decode_bytes(path.read_bytes())):
+            try:
+                message = parse(text)
+            except HL7ReadError:
+                continue
+            msh = message.segments[0]
+            for number in range(0, msh.field_count() + 3):
+                expected = msh.get(number) if number >= 1 else ""
+                assert message.msh_value(number) == expected, (path.name, number)
+            assert message.trigger == msh.get(9, 2)
+            checked += 1
+    assert checked > 150
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(["A", "^", "~", "&", "\\T\\", "\\E\\", "", "x^y", "\\"]), max_size=6)
+)
+def test_msh_values_read_as_get_does_on_odd_fields(parts: list[str]) -> None:
+    field = "".join(parts)
+    message = parse(f"MSH|^~\\&|A|B|C|D|2026||ORU^R01|{field}|{field}|{field}")
+    for number in range(1, 14):
+        assert message.msh_value(number) == message.segments[0].get(number)
