@@ -117,18 +117,22 @@ def read_message(text: str, policy: IngestPolicy, relevance: Relevance) -> Readi
 
 def message_header(message: Message) -> Header:
     """What an ACK needs, from the parsed MSH."""
-    msh = message.segments[0]
-    value = message.msh_value
+    raw = message.segments[0].fields()  # index = field number, for raw and values alike
+    if len(raw) < 7:
+        raw = raw + [""] * (7 - len(raw))
+    values = message.msh_values()
+    if len(values) < 17:
+        values = values + [""] * (17 - len(values))
     return Header(
-        sending_application=msh.field_raw(3),
-        sending_facility=msh.field_raw(4),
-        receiving_application=msh.field_raw(5),
-        receiving_facility=msh.field_raw(6),
-        control_id=value(10),
+        sending_application=raw[3],
+        sending_facility=raw[4],
+        receiving_application=raw[5],
+        receiving_facility=raw[6],
+        control_id=values[10],
         trigger=message.trigger,
-        processing_id=value(11),
-        version=value(12),
-        accept_ack_type=value(15).strip(),
-        application_ack_type=value(16).strip(),
+        processing_id=values[11],
+        version=values[12],
+        accept_ack_type=values[15].strip(),
+        application_ack_type=values[16].strip(),
         encoding=message.encoding,
     )

@@ -222,21 +222,27 @@ _valid_heads: dict[str, set[str]] = {}
 class Message:
     """One parsed message: its encoding and its segments in order, MSH first."""
 
-    __slots__ = ("_msh", "_type", "encoding", "segments")
+    __slots__ = ("_msh", "_trigger", "_type", "encoding", "segments")
 
     def __init__(self, encoding: Encoding, segments: list[Segment]) -> None:
         self.encoding = encoding
         self.segments = segments
         self._type: str | None = None  # message_type, read many times per message
         self._msh: list[str] | None = None  # msh_value() of every MSH field, read once
+        self._trigger: str | None = None
 
     def msh_value(self, field: int) -> str:
         """MSH `field` as `segments[0].get(field)` reads it (first component, unescaped), from
         one pass over the MSH: every message needs several of them (ACK, key, policy)."""
+        values = self.msh_values()
+        return values[field] if 0 < field < len(values) else ""
+
+    def msh_values(self) -> list[str]:
+        """msh_value of every field, index = field number (index 0: "MSH"). Read-only."""
         values = self._msh
         if values is None:
             values = self._msh = _first_values(self.segments[0])
-        return values[field] if 0 < field < len(values) else ""
+        return values
 
     def __repr__(self) -> str:
         return f"<Message {self.message_type or '?'} {self.control_id!r} ({len(self.segments)})>"
@@ -264,7 +270,10 @@ class Message:
     @property
     def trigger(self) -> str:
         """MSH-9.2, the trigger event ("R01")."""
-        return self.segments[0].get(9, 2)
+        found = self._trigger
+        if found is None:
+            found = self._trigger = self.segments[0].get(9, 2)
+        return found
 
     @property
     def control_id(self) -> str:
@@ -314,6 +323,11 @@ class Segment:
                 fields.insert(1, sep)
             self._fields = fields
         return fields
+
+    def fields(self) -> list[str]:
+        """The raw fields, index = field number (field_raw of each; index 0: the name).
+        The segment's own list: read it, never change it."""
+        return self._split()
 
     def field_count(self) -> int:
         """Number of fields present on the wire, trailing empty ones included."""

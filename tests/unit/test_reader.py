@@ -593,6 +593,7 @@ def _reference_split(text: str) -> list[str]:
 
 
 def test_msh_values_read_as_get_does_on_every_sample_and_corpus_message() -> None:
+    from lisguard.intake import message_header
     from tests.conftest import SAMPLES, corpus_files
 
     checked = 0
@@ -607,6 +608,24 @@ def test_msh_values_read_as_get_does_on_every_sample_and_corpus_message() -> Non
                 expected = msh.get(number) if number >= 1 else ""
                 assert message.msh_value(number) == expected, (path.name, number)
             assert message.trigger == msh.get(9, 2)
+            header = message_header(message)
+            assert (header.sending_application, header.sending_facility) == (
+                msh.field_raw(3),
+                msh.field_raw(4),
+            )
+            assert (header.receiving_application, header.receiving_facility) == (
+                msh.field_raw(5),
+                msh.field_raw(6),
+            )
+            assert (header.control_id, header.processing_id, header.version) == (
+                msh.get(10),
+                msh.get(11),
+                msh.get(12),
+            )
+            assert (header.accept_ack_type, header.application_ack_type) == (
+                msh.get(15).strip(),
+                msh.get(16).strip(),
+            )
             checked += 1
     assert checked > 150
 
