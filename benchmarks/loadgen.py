@@ -74,8 +74,10 @@ class _Connection(asyncio.Protocol):
             counts = self.counts
             counts.acked += 1
             counts.latencies.append(now - self.started)
-            msa = ack.find(b"MSA|")
-            if msa < 0 or ack[msa + 4 : msa + 6] not in (b"AA", b"CA"):
+            # the MSA segment, at a segment start: python-hl7's random ACK control ids can
+            # hold "MSA|" ("...6FMSA|P|2.5.1" was once read as a NAK)
+            msa = ack.find(b"\rMSA|") + 1
+            if msa < 1 or ack[msa + 4 : msa + 6] not in (b"AA", b"CA"):
                 counts.nak += 1
                 if not counts.first_nak:
                     counts.first_nak = ack.decode("utf-8", "replace")[:300]
