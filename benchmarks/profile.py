@@ -54,6 +54,7 @@ async def main() -> None:
                 "-r",
                 "250",
                 "--nonblocking",
+                *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") else []),
             ]
         )
     )
