@@ -29,6 +29,21 @@ def summarise(r: dict[str, Any]) -> list[dict[str, Any]]:
     for c in (1, 8):
         ours, theirs = lg[f"conn{c}"]["msg_per_s"], hl7[f"conn{c}"]["msg_per_s"]
         row(f"msg/s, {c} conn, vs python-hl7 ACK-only", ours, theirs, ">= 2.0x", ours >= 2 * theirs)
+    normal = servers.get("lisguard_normal")
+    if normal is not None:  # synchronous=NORMAL: survives a crash, not a power cut
+        for c in (1, 8):
+            ours, theirs = normal[f"conn{c}"]["msg_per_s"], hl7[f"conn{c}"]["msg_per_s"]
+            row(
+                f"msg/s, {c} conn, NORMAL, vs python-hl7",
+                ours,
+                theirs,
+                ">= 2.0x",
+                ours >= 2 * theirs,
+            )
+    if "disk" in r:  # the ceiling of any power-cut-durable send-and-wait server on this disk
+        disk = r["disk"]["fdatasync_per_s"]
+        ours = lg["conn1"]["msg_per_s"]
+        row("msg/s, 1 conn, vs the disk's fdatasync/s", ours, disk, "(ceiling)", ours <= disk)
     for c in (1, 8):
         ours, theirs = lg[f"conn{c}"]["msg_per_s"], raw[f"conn{c}"]["msg_per_s"]
         row(f"msg/s, {c} conn, vs raw fixed ACK", ours, theirs, ">= 0.15x", ours >= 0.15 * theirs)

@@ -22,10 +22,10 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -357,11 +357,27 @@ class _SqliteTransaction:
                 raise translate(exc, doing, self._path) from exc
             raise
 
+    def _sql(
+        self, doing: str, sql: str, params: Any = (), *, many: bool = False, fetch: bool = False
+    ) -> Any:
+        """One statement on the writer connection, called directly: the writer runs on the
+        loop and never waits (see sqlite_writer), so there is nothing to await - and every
+        message makes several of these calls. Returns the rows (fetch) or the cursor."""
+        if self.finished:
+            raise StoreError("the transaction is finished")
+        raw = self._conn.raw
+        try:
+            cursor = raw.executemany(sql, params) if many else raw.execute(sql, params)
+            return cursor.fetchall() if fetch else cursor
+        except Exception as exc:
+            self.failed = True  # poisoned: commit is refused, like PostgreSQL would
+            if isinstance(exc, LIBRARY_ERRORS):
+                raise translate(exc, doing, self._path) from exc
+            raise
+
     async def _fetch(self, sql: str, params: Sequence[Any], doing: str) -> list[Any]:
-        rows: Iterable[Any] = await self._run(
-            partial(self._conn.execute_fetchall, sql, params), doing
-        )
-        return list(rows)
+        rows: list[Any] = self._sql(doing, sql, params, fetch=True)
+        return rows
 
     async def find_message(self, key: MessageKey) -> StoredMessage | None:
         rows = await self._fetch(
@@ -400,15 +416,12 @@ class _SqliteTransaction:
         await self._fetch("DELETE FROM patients WHERE key = ?", (key,), "delete_patient")
 
     async def add_message(self, message: NewMessage) -> int:
-        cursor = await self._run(
-            partial(
-                self._conn.execute,
-                "INSERT INTO messages (sending_application, sending_facility, control_id,"
-                " content_hash, message_type, received_at, raw, ack, outcome, peer, error, flags)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                message_row(message, _ts, json.dumps),
-            ),
+        cursor = self._sql(
             "add_message",
+            "INSERT INTO messages (sending_application, sending_facility, control_id,"
+            " content_hash, message_type, received_at, raw, ack, outcome, peer, error, flags)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            message_row(message, _ts, json.dumps),
         )
         if cursor.lastrowid is None:
             self.failed = True
@@ -421,25 +434,22 @@ class _SqliteTransaction:
         inserted: list[str] = []
         created = _ts(created_at)
         for alert in alerts:
-            cursor = await self._run(
-                partial(
-                    self._conn.execute,
-                    "INSERT INTO alerts (id, patient_key, rule, order_id, severity, created_at,"
-                    " event_time, message_id, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (id) DO NOTHING",
-                    (
-                        alert.id,
-                        alert.patient_key,
-                        alert.rule.value,
-                        alert.order,
-                        alert.severity.value,
-                        created,
-                        None if alert.event_time is None else _ts(alert.event_time),
-                        message_id,
-                        alert.model_dump_json(),
-                    ),
-                ),
+            cursor = self._sql(
                 "add_alerts",
+                "INSERT INTO alerts (id, patient_key, rule, order_id, severity, created_at,"
+                " event_time, message_id, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                (
+                    alert.id,
+                    alert.patient_key,
+                    alert.rule.value,
+                    alert.order,
+                    alert.severity.value,
+                    created,
+                    None if alert.event_time is None else _ts(alert.event_time),
+                    message_id,
+                    alert.model_dump_json(),
+                ),
             )
             if cursor.rowcount == 1:
                 inserted.append(alert.id)
@@ -454,12 +464,10 @@ class _SqliteTransaction:
             "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1", (), "add_audit"
         )
         rows = chain_rows(last[0][0] if last else None, events, _ts)
-        await self._run(
-            partial(
-                self._conn.executemany,
-                "INSERT INTO audit_events (at, kind, actor, subject, detail, prev_hash, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            ),
+        self._sql(
             "add_audit",
+            "INSERT INTO audit_events (at, kind, actor, subject, detail, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+            many=True,
         )

@@ -105,6 +105,8 @@ class MllpServer:
             return
         self._connections.add(task)
         framer = MllpFramer(self.settings.max_frame_bytes)
+        # one bound logger per connection: the module's lazy proxy rebuilds one on every call
+        conn_log = log.bind(peer=peer)
         try:
             while True:
                 try:
@@ -119,7 +121,7 @@ class MllpServer:
                     self._busy.add(task)
                     self._idle.clear()
                     try:
-                        await self._answer(event, peer, writer)
+                        await self._answer(event, peer, writer, conn_log)
                     finally:
                         self._busy.discard(task)
                         if not self._busy:
@@ -135,11 +137,15 @@ class MllpServer:
                 await writer.wait_closed()
 
     async def _answer(
-        self, event: Frame | Oversize | Garbage, peer: str, writer: asyncio.StreamWriter
+        self,
+        event: Frame | Oversize | Garbage,
+        peer: str,
+        writer: asyncio.StreamWriter,
+        conn_log: structlog.typing.FilteringBoundLogger,
     ) -> None:
         if isinstance(event, Garbage):
             self.metrics.frames.labels("garbage_bytes").inc(event.size)
-            log.warning("garbage_skipped", peer=peer, bytes=event.size)
+            conn_log.warning("garbage_skipped", bytes=event.size)
             return
         started = time.perf_counter()
         if isinstance(event, Oversize):
@@ -156,7 +162,7 @@ class MllpServer:
             try:
                 result = await self.ingestor.ingest(event.payload, peer=peer)
             except Exception as exc:  # a bug must cost one NAK, never the connection
-                log.exception("ingest_failed", peer=peer, error=type(exc).__name__)
+                conn_log.exception("ingest_failed", error=type(exc).__name__)
                 header = peek_header(decode_bytes(event.payload[:4096])) or Header()
                 err = AckError("207", f"internal error ({type(exc).__name__}); resend later")
                 acks = responses(header, ok=False, rejected=True, error=err)
@@ -166,7 +172,7 @@ class MllpServer:
         await writer.drain()
         seconds = time.perf_counter() - started
         self.metrics.observe(result, "mllp", seconds)
-        log.info(
+        conn_log.info(
             "message",
             transport="mllp",
             type=result.message_type,
