@@ -25,7 +25,7 @@ from lisguard.hl7v2.framing import decode_bytes
 from lisguard.hl7v2.reader import Message
 from lisguard.hl7v2.relevance import Relevance
 from lisguard.intake import CLINICAL_FAMILIES, IngestPolicy, Reading, Verdict, read_message
-from lisguard.store.base import AuditEvent, NewMessage, Store, StoreError
+from lisguard.store.base import MESSAGE_RECEIVED, AuditEvent, NewMessage, Store, StoreError
 
 log = structlog.get_logger("lisguard.ingest")
 
@@ -222,7 +222,7 @@ class Ingestor:
                 await tx.add_audit(
                     [
                         AuditEvent(
-                            "message.received",
+                            MESSAGE_RECEIVED,
                             now,
                             subject=str(message_id),
                             detail={
@@ -257,7 +257,7 @@ def _audit(
 ) -> list[AuditEvent]:
     events = [
         AuditEvent(
-            "message.received",
+            MESSAGE_RECEIVED,
             now,
             subject=str(message_id),
             detail={

@@ -19,11 +19,11 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from lisguard.store.access import AuditQuery
-from lisguard.store.base import Store, StoredAuditEvent
+from lisguard.store.base import MESSAGE_RECEIVED, Store, StoredAuditEvent
 
 PAGE = 2000
 MAX_DAYS = 366
-RECEIVED = "message.received"
+RECEIVED = MESSAGE_RECEIVED
 RAISED = "alert.raised"
 ACKNOWLEDGED = "alert.acknowledged"
 

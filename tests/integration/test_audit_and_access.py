@@ -194,3 +194,12 @@ async def test_search_filters(store: Store) -> None:
     assert len(page) + len(older) == 12
     kinds = await store.access.search_audit(AuditQuery(kinds=("alert.",)))
     assert len(kinds) == 6
+    # the machine's own rows, which the kind and actor indexes leave out (migration 0004)
+    by_system = await store.access.search_audit(AuditQuery(actor="system"))
+    assert {e.event.detail["n"] for e in by_system} == {1, 2, 4, 5, 7, 8, 10, 11}
+    received = await store.access.search_audit(AuditQuery(kinds=("message.",)))
+    assert {e.event.detail["n"] for e in received} == {0, 2, 4, 6, 8, 10}
+    mixed = await store.access.search_audit(AuditQuery(kinds=("message.received", "alert.raised")))
+    assert len(mixed) == 12
+    none = await store.access.search_audit(AuditQuery(kinds=("alert",)))  # exact, not a prefix
+    assert none == []
