@@ -25,16 +25,19 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield PostgresBackend(request.getfixturevalue("pg_dsn"))
 
 
-# (query, the index it must use; None: the machine's own rows, found walking seq backwards)
-CASES = [
-    (AuditQuery(kinds=("alert.raised",)), "audit_events_kind_idx"),
-    (AuditQuery(kinds=("token.",)), "audit_events_kind_idx"),
-    (AuditQuery(kinds=("alert.raised", "alert.acknowledged")), "audit_events_kind_idx"),
-    (AuditQuery(actor="alice"), "audit_events_actor_idx"),
-    (AuditQuery(actor="alice", kinds=("alert.acknowledged",)), None),  # either index will do
-    (AuditQuery(kinds=("message.received",)), None),
-    (AuditQuery(kinds=("message.",)), None),
-    (AuditQuery(actor="system"), None),
+KIND, ACTOR = "audit_events_kind_idx", "audit_events_actor_idx"
+# (query, the indexes it may use: one of them must appear in the plan; none: the machine's own
+# rows, which the partial indexes leave out, so using either would lose them)
+CASES: list[tuple[AuditQuery, tuple[str, ...]]] = [
+    (AuditQuery(kinds=("alert.raised",)), (KIND,)),
+    (AuditQuery(kinds=("token.",)), (KIND,)),
+    (AuditQuery(kinds=("alert.raised", "alert.acknowledged")), (KIND,)),
+    (AuditQuery(actor="alice"), (ACTOR,)),
+    (AuditQuery(actor="alice", kinds=("alert.acknowledged",)), (KIND, ACTOR)),
+    (AuditQuery(kinds=("message.received",)), ()),
+    (AuditQuery(kinds=("message.",)), ()),
+    (AuditQuery(actor="system"), ()),
+    (AuditQuery(actor="system", kinds=("alert.raised",)), (KIND,)),
 ]
 
 
@@ -78,15 +81,15 @@ async def _plan(db: Backend, sql: str, params: list[object]) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-@pytest.mark.parametrize(("query", "index"), CASES)
+@pytest.mark.parametrize(("query", "indexes"), CASES)
 async def test_search_uses_index(
-    db: Backend, store: Store, query: AuditQuery, index: str | None
+    db: Backend, store: Store, query: AuditQuery, indexes: tuple[str, ...]
 ) -> None:
     access = store.access
     assert isinstance(access, SqlAccess)
     sql, params = access.audit_search_sql(query)
     plan = await _plan(db, sql, params)
-    if index is not None:
-        assert index in plan, plan
+    if indexes:
+        assert any(index in plan for index in indexes), plan
     else:
-        assert "audit_events_subject_idx" not in plan, plan
+        assert KIND not in plan and ACTOR not in plan, plan
