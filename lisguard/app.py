@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TextIO
@@ -15,7 +15,7 @@ import structlog
 from aiohttp import web
 
 from lisguard.domain.knowledge import KnowledgeBase, KnowledgeBaseError, load_knowledge_base
-from lisguard.hl7v2.framing import decode_bytes, split_messages
+from lisguard.hl7v2.files import read_messages
 from lisguard.logs import configure_logging
 from lisguard.screening import Screening
 from lisguard.services import Ingestor, IngestPolicy
@@ -53,7 +53,7 @@ def ingest_policy(settings: Settings) -> IngestPolicy:
     )
 
 
-async def check(
+def check(
     files: Sequence[Path],
     knowledge: Sequence[Path],
     out: TextIO,
@@ -67,36 +67,47 @@ async def check(
     screening = Screening(kb)
     status = 0
     for path in files:
+        index = 0
         try:
-            raw = await asyncio.to_thread(path.read_bytes)
+            for index, result in enumerate(screening.screen_all(_file_messages(path)), 1):
+                if result.error:
+                    err.write(
+                        json.dumps(
+                            {
+                                "file": str(path),
+                                "index": index,
+                                "message": result.control_id,
+                                "outcome": result.outcome,
+                                "error": result.error,
+                            }
+                        )
+                        + "\n"
+                    )
+                for alert in result.alerts:
+                    out.write(json.dumps(alert.to_json_dict()) + "\n")
         except OSError as exc:
             err.write(
-                json.dumps({"file": str(path), "error": f"cannot read: {exc.strerror}"}) + "\n"
+                json.dumps({"file": str(path), "error": f"cannot read: {exc.strerror or exc}"})
+                + "\n"
             )
             status = 1
             continue
-        texts = split_messages(decode_bytes(raw))
-        del raw
-        if not texts:
+        if index == 0:
             err.write(json.dumps({"file": str(path), "error": "no HL7 message found"}) + "\n")
-            continue
-        for index, result in enumerate(screening.screen_all(texts), 1):
-            if result.error:
-                err.write(
-                    json.dumps(
-                        {
-                            "file": str(path),
-                            "index": index,
-                            "message": result.control_id,
-                            "outcome": result.outcome,
-                            "error": result.error,
-                        }
-                    )
-                    + "\n"
-                )
-            for alert in result.alerts:
-                out.write(json.dumps(alert.to_json_dict()) + "\n")
     return status
+
+
+CHECK_CHUNK = 1 << 20  # bytes read at a time: a file of any size is checked in bounded memory
+
+
+def _file_messages(path: Path) -> Iterator[str]:
+    """The messages of a file, read a chunk at a time (see lisguard.hl7v2.files)."""
+
+    def chunks() -> Iterator[bytes]:
+        with path.open("rb") as file:
+            yield from iter(partial(file.read, CHECK_CHUNK), b"")
+
+    return read_messages(chunks)
 
 
 def server_ssl(tls: TlsSettings) -> ssl.SSLContext | None:

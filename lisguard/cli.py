@@ -75,14 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(app.serve(settings))
         if args.command == "check":
             files = [*settings.knowledge.files, *args.knowledge]
-            return asyncio.run(
-                app.check(
-                    args.files,
-                    files,
-                    sys.stdout,
-                    sys.stderr,
-                    knowledge_dir=settings.knowledge.base_dir,
-                )
+            return app.check(
+                args.files, files, sys.stdout, sys.stderr, knowledge_dir=settings.knowledge.base_dir
             )
         if args.command == "token":
             if args.token_command == "create":

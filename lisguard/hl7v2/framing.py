@@ -2,16 +2,18 @@
 
 `decode_bytes` picks the character set (BOM, MSH-18, then guesses); `split_messages` removes MLLP
 framing and batch envelopes and normalises segment terminators to '\r'. Both are lenient by
-design: what is not a message is left for `reader.parse` to reject with a reason.
+design: what is not a message is left for `reader.parse` to reject with a reason. A file too big
+to hold at once: `lisguard.hl7v2.files`.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["decode_bytes", "split_messages"]
+__all__ = ["UTF8_BOM", "WIDE_BOMS", "declared_codec", "decode_bytes", "split_messages"]
 
-_UTF8_BOM = b"\xef\xbb\xbf"
+UTF8_BOM = b"\xef\xbb\xbf"
+WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 (and UTF-32 LE)
 _BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
 _SEGMENT_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # A line that the line-by-line reading would treat specially: blank or indented (or not starting
@@ -64,7 +66,7 @@ _CHARSETS = {
 # --------------------------------------------------------------------------------------- bytes
 
 
-def _declared_codec(raw: bytes) -> str | None:
+def declared_codec(raw: bytes) -> str | None:
     """The codec MSH-18 of the first MSH names, read from the bytes as ASCII; None if none."""
     start = raw.find(b"MSH")
     if start < 0:
@@ -97,14 +99,14 @@ def decode_bytes(raw: bytes) -> str:
     UTF-8, then cp1252, then latin-1, which accepts any bytes. Files mixing character sets between
     messages are decoded with the first message's.
     """
-    if raw.startswith(_UTF8_BOM):
+    if raw.startswith(UTF8_BOM):
         raw = raw[3:]
-    elif raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+    elif raw[:2] in WIDE_BOMS:
         try:
             return raw.decode("utf-16")
         except UnicodeDecodeError:
             pass
-    codec = _declared_codec(raw)
+    codec = declared_codec(raw)
     if codec is not None:
         try:
             return raw.decode(codec)

@@ -5,12 +5,16 @@ duplicate detection (dead letters, refusals, a control id reused for other conte
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks.feed import FeedBuilder
+from lisguard import app
 from lisguard.domain.knowledge import KnowledgeBase, load_knowledge_base
 from lisguard.hl7v2.framing import decode_bytes, split_messages
 from lisguard.intake import IngestPolicy
@@ -85,9 +89,7 @@ async def test_a_feed_slice_with_resends(kb: KnowledgeBase) -> None:
 
 
 HEAD = "MSH|^~\\&|LAB|RVH|LG|RVH|20260301||{type}|{cid}|{pid}|2.5.1"
-SCREEN = (
-    "\rPID|1||MRN1^^^RVH^MR\rORC|NW|P{n}\rOBR|1|P{n}||890-4^Antibody screen^LN|||20260301"
-)
+SCREEN = "\rPID|1||MRN1^^^RVH^MR\rORC|NW|P{n}\rOBR|1|P{n}||890-4^Antibody screen^LN|||20260301"
 DARA = "\rPID|1||MRN1^^^RVH^MR\rORC|NW|RX1\rRXE|^^^20260301|J9145^daratumumab^HCPCS"
 
 
@@ -122,3 +124,33 @@ async def test_duplicates_refusals_dead_letters_and_reused_ids(kb: KnowledgeBase
     enhanced = [t.replace("|2.5.1", "|2.5.1|||NE|NE") for t in texts]
     never_acked = await both(kb, enhanced, policy)  # no ACK stored: a resend is not a dup
     assert "duplicate" not in [o[0] for o in never_acked[:3]]
+
+
+def test_check_reads_a_big_file_in_chunks_as_at_once(
+    kb: KnowledgeBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lisguard check` reads a file a chunk at a time (lisguard.hl7v2.files): its alerts and
+    error lines, numbered across chunks, are those of the file read at once."""
+    texts = list(FeedBuilder(3_000).messages(1_500, "F"))
+    texts += texts[::9]  # resends
+    texts.insert(700, "MSH|^~")  # an unreadable message in the middle
+    path = tmp_path / "feed.hl7"
+    path.write_bytes("\r\n".join(text.replace("\r", "\r\n") for text in texts).encode())
+    whole = split_messages(decode_bytes(path.read_bytes()))
+    expected = [
+        json.dumps(alert.to_json_dict())
+        for result in Screening(kb).screen_all(whole)
+        for alert in result.alerts
+    ]
+    assert len(expected) > 5
+
+    def run(chunk: int) -> tuple[list[str], list[dict[str, Any]]]:
+        monkeypatch.setattr(app, "CHECK_CHUNK", chunk)
+        out, err = io.StringIO(), io.StringIO()
+        assert app.check([path], [], out, err) == 0
+        return out.getvalue().splitlines(), [json.loads(x) for x in err.getvalue().splitlines()]
+
+    for chunk in (1 << 20, 4096, 333):
+        alerts, errors = run(chunk)
+        assert alerts == expected, chunk
+        assert [(e["index"], e["outcome"]) for e in errors] == [(701, "error")], chunk
