@@ -218,33 +218,46 @@ def measure_check(builder: FeedBuilder, work: Path) -> dict[str, Any]:
     one.write_text(next(iter(builder.messages(1, "K"))), encoding="utf-8")
     cpu = max(os.sched_getaffinity(0))
 
-    def run(file: Path, tree: Path | None = None) -> tuple[float, int]:
+    def run(file: Path, tree: Path | None = None) -> tuple[float, int, float]:
+        """(wall seconds, alerts, peak RSS in MB) of one `lisguard check`."""
         started = time.perf_counter()
         command = [str(BIN / "lisguard"), "check", str(file)]
         if tree is not None:
             command = [sys.executable, "-m", "benchmarks.baseline", str(tree), "check", str(file)]
-        done = subprocess.run(
-            command,
-            cwd=REPO,
-            capture_output=True,
-            check=False,
-            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"lisguard check failed: {done.stderr.decode()[:500]}")
-        return time.perf_counter() - started, done.stdout.count(b"\n")
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                command,
+                cwd=REPO,
+                stdout=out,
+                stderr=err,
+                preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+            )
+            # wait4: this child's own rusage (RUSAGE_CHILDREN would mix in the servers')
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            wall = time.perf_counter() - started
+            if proc.returncode != 0:
+                err.seek(0)
+                raise SystemExit(f"lisguard check failed: {err.read(500).decode()}")
+            out.seek(0)
+            alerts = out.read().count(b"\n")
+        return wall, alerts, round(usage.ru_maxrss / 1024, 1)  # ru_maxrss: KB on Linux
 
     say(f"lisguard check: {CHECK_MESSAGES:,} messages in one file, one CPU")
-    startup, _ = run(one)
-    wall, alerts = run(path)
+    startup, _, _ = run(one)
+    wall, alerts, rss = run(path)
     before: dict[str, Any] = {}
     if BASELINE is not None:
         say("lisguard check, baseline tree")
-        base_startup, _ = run(one, BASELINE)
-        base_wall, base_alerts = run(path, BASELINE)
+        base_startup, _, _ = run(one, BASELINE)
+        base_wall, base_alerts, base_rss = run(path, BASELINE)
         net = max(base_wall - base_startup, 1e-6)
         before = {
-            "before": {"wall_s": round(base_wall, 2), "msg_per_s": round(CHECK_MESSAGES / net, 1)},
+            "before": {
+                "wall_s": round(base_wall, 2),
+                "msg_per_s": round(CHECK_MESSAGES / net, 1),
+                "peak_rss_mb": base_rss,
+            },
         }
         if base_alerts != alerts:
             raise SystemExit(f"check: {alerts} alerts now, {base_alerts} with the baseline tree")
@@ -256,6 +269,7 @@ def measure_check(builder: FeedBuilder, work: Path) -> dict[str, Any]:
         "msg_per_s": round(CHECK_MESSAGES / max(wall - startup, 1e-6), 1),
         "msg_per_s_with_startup": round(CHECK_MESSAGES / wall, 1),
         "alerts": alerts,
+        "peak_rss_mb": rss,
     }
 
 
