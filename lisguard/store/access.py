@@ -7,7 +7,6 @@ own audit event in the same transaction.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -82,35 +81,25 @@ class AccessStore(Protocol):
 
 
 def _kind_clause(kinds: tuple[str, ...], params: list[Any], *, pg: bool) -> str:
+    # In binary order (PostgreSQL: COLLATE "C", the kind index's, migration 0005) a prefix such
+    # as "alert." is the range "alert." <= kind < "alert/": exactly the kinds that start with it
+    # (kinds_match), and a range the index serves. SQLite's text order is binary already.
+    column = 'kind COLLATE "C"' if pg else "kind"
     parts = []
     for kind in kinds:
-        if not kind.endswith("."):
-            parts.append("kind = ?")
-            params.append(kind)
-        elif pg:
-            parts.append("kind LIKE ?")
-            params.append(kind + "%")
-        else:
-            # A prefix as a range: SQLite's LIKE with a parameter cannot use the index, and
-            # compares ASCII case-blind. In binary order, "alert." <= kind < "alert/" holds
-            # exactly for the kinds that start with "alert." (the memory store's startswith).
-            parts.append("(kind >= ? AND kind < ?)")
+        if kind.endswith("."):
+            parts.append(f"({column} >= ? AND {column} < ?)")
             params += [kind, kind[:-1] + "/"]
+        else:
+            parts.append(f"{column} = ?")
+            params.append(kind)
     return "(" + " OR ".join(parts) + ")"
 
 
-def kinds_may_match(kinds: tuple[str, ...], kind: str) -> bool:
-    """Whether a kinds filter can match `kind` under SQL's LIKE (a prefix's `_` and `%` are
-    wildcards; SQLite's LIKE ignores ASCII case): when in doubt, yes."""
-    for given in kinds:
-        if not given.endswith("."):
-            if given == kind:
-                return True
-            continue
-        pattern = re.escape(given).replace("_", ".").replace("%", ".*") + ".*"
-        if re.fullmatch(pattern, kind, re.IGNORECASE | re.DOTALL):
-            return True
-    return False
+def kinds_match(kinds: tuple[str, ...], kind: str) -> bool:
+    """Whether an audit search's kinds filter selects `kind`: an exact kind, or a family given
+    as a prefix ending in "." ("alert.")."""
+    return any(kind.startswith(k) if k.endswith(".") else kind == k for k in kinds)
 
 
 class SqlAccess(SqlPart):
@@ -198,7 +187,7 @@ class SqlAccess(SqlPart):
         # the planner uses a partial index only when the query repeats its condition, literally.
         if query.kinds:
             where.append(_kind_clause(query.kinds, params, pg=self._pg))
-            if not kinds_may_match(query.kinds, MESSAGE_RECEIVED):
+            if not kinds_match(query.kinds, MESSAGE_RECEIVED):
                 where.append(f"kind <> '{MESSAGE_RECEIVED}'")
         if query.actor:
             where.append("actor = ?")
@@ -335,9 +324,7 @@ class MemoryAccess:
                 continue
             if query.until is not None and e.at >= utc(query.until):
                 continue
-            if query.kinds and not any(
-                e.kind.startswith(k) if k.endswith(".") else e.kind == k for k in query.kinds
-            ):
+            if query.kinds and not kinds_match(query.kinds, e.kind):
                 continue
             if query.actor and e.actor != query.actor:
                 continue

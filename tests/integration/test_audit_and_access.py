@@ -203,3 +203,22 @@ async def test_search_filters(store: Store) -> None:
     assert len(mixed) == 12
     none = await store.access.search_audit(AuditQuery(kinds=("alert",)))  # exact, not a prefix
     assert none == []
+
+
+async def test_kind_families_are_prefixes_on_every_backend(store: Store) -> None:
+    """A family is the kinds that start with it, in binary order: no LIKE wildcards, case
+    counts, no neighbour in a linguistic order ("alert-x" sorts next to "alert.x" in en_US)."""
+    kinds = ["a_b.x", "aXb.x", "alert.raised", "alert-x", "Alert.raised", "alert/x", "alert", "é.x"]
+    async with store.transaction() as tx:
+        await tx.add_audit([AuditEvent(kind, T0, "alice", "P1") for kind in kinds])
+
+    async def found(*family: str) -> list[str]:
+        rows = await store.access.search_audit(AuditQuery(kinds=family))
+        return sorted(row.event.kind for row in rows)
+
+    assert await found("a_b.") == ["a_b.x"]
+    assert await found("alert.") == ["alert.raised"]
+    assert await found("Alert.") == ["Alert.raised"]
+    assert await found("é.") == ["é.x"]
+    assert await found("alert.", "alert") == ["alert", "alert.raised"]
+    assert await found("%.") == []
