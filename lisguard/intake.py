@@ -83,9 +83,21 @@ def read_message(text: str, policy: IngestPolicy, relevance: Relevance) -> Readi
         )
         return Reading(Verdict.UNREADABLE, digest, header, key, error=err)
     header = message_header(message)
-    key = MessageKey(header.sending_application, header.sending_facility, header.control_id)
     message_type = message.message_type
     family = message_type.partition("^")[0]
+    # Required by every HL7 version, and without them nothing here can be done right: the type
+    # decides what the message is, the control id is what the sender matches the ACK to (and
+    # what a resend is recognised by). AE + ERR 101, kept as a dead letter; not ACKed AA.
+    for number, value, name in ((9, family, "message type"), (10, header.control_id, "control id")):
+        if not value.strip():
+            err = AckError("101", f"MSH-{number} ({name}) is empty", "MSH", number)
+            key = (
+                MessageKey(header.sending_application, header.sending_facility, header.control_id)
+                if header.control_id
+                else None
+            )
+            return Reading(Verdict.UNREADABLE, digest, header, key, error=err)
+    key = MessageKey(header.sending_application, header.sending_facility, header.control_id)
     action = policy.type_actions.get(family) or policy.type_actions.get(message_type)
     if action is None:
         action = "process" if family in CLINICAL_FAMILIES else policy.unknown_types

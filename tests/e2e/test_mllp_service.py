@@ -89,6 +89,13 @@ async def test_same_control_id_other_content_is_processed_and_flagged(service: S
         b"MSH|^~",  # truncated MSH
         b"PID|1||123\rOBR|1",  # no MSH
         b"MSH|^~\\&|LAB|HOSP|LG|BB|2026||ORM^O01|BAD1|P|2.5\rPID|1\rthis is not a segment",
+        # required header fields: the sender could not match an AA to its message, or we would
+        # not know what the message is (ERR 101, kept as a dead letter)
+        b"MSH|^~\\&|LAB|HOSP|LG|BB|2026||ORM^O01||P|2.5\rPID|1||MRN1",
+        b"MSH|^~\\&|LAB|HOSP|LG|BB|2026||ORM^O01| |P|2.5\rPID|1||MRN1",
+        b"MSH|^~\\&|LAB|HOSP|LG|BB|2026|||BAD2|P|2.5\rPID|1||MRN1",
+        b"MSH|^~\\&|LAB|HOSP|LG|BB|2026||^O01|BAD3|P|2.5\rPID|1||MRN1",
+        b"MSH|^~\\&|broken",
     ],
 )
 async def test_malformed_frame_gets_ae_and_the_connection_survives(
@@ -204,3 +211,26 @@ async def test_an_ingest_bug_costs_one_nak_not_the_connection(service: Service) 
             assert msa(await client.send(ORDER.format(cid="OK2").encode())) == ("AA", "OK2")
     finally:
         service.mllp.ingestor.ingest = real  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b"MSH|^~\\&|LAB|HOSP|LG|BB|2026||ORM^O01||P|2.5\rPID|1||MRN1", 10),
+        (b"MSH|^~\\&|LAB|HOSP|LG|BB|2026|||REQ9|P|2.5\rPID|1||MRN1", 9),
+        (b"MSH|^~\\&|LAB|HOSP|LG|BB|2026||^O01|REQ9B|P|2.5\rPID|1||MRN1", 9),
+    ],
+)
+async def test_empty_required_header_field_is_named_in_the_ae(
+    service: Service, payload: bytes, field: int
+) -> None:
+    """MSH-9 and MSH-10 are required: an AA would tell the sender all is well with a message
+    nobody can match the ACK to, or whose kind nobody knows."""
+    assert service.mllp_port
+    async with MllpClient("127.0.0.1", service.mllp_port) as client:
+        ack = await client.send(payload)
+    code, control_id = msa(ack)
+    assert code == "AE" and control_id == payload.split(b"|")[9].decode()
+    err = next(line for line in ack.split("\r") if line.startswith("ERR|"))
+    assert f"MSH^1^{field}" in err and "101^Required field missing" in err, err
+    assert f"MSH-{field}" in err

@@ -114,6 +114,10 @@ async def test_duplicates_refusals_dead_letters_and_reused_ids(kb: KnowledgeBase
         msg("Q1", "\rQRD|1", type_="QBP^Q11"),  # unknown type: ignored
         msg("Q1", "\rQRD|1", type_="QBP^Q11"),
         "not HL7 at all",
+        msg("", SCREEN, n=5),  # no control id: a dead letter (AE 101), filed under no key
+        msg("", SCREEN, n=5),  # ...so the same bytes again are not a duplicate
+        msg("E1", SCREEN, type_="", n=6),  # no message type: dead letter under its key
+        msg("E1", SCREEN, type_="", n=6),  # an AE always goes back: a resend replays it
     ]
     outcomes = await both(kb, texts)
     words = [o[0] for o in outcomes]
