@@ -96,6 +96,18 @@ def _kind_clause(kinds: tuple[str, ...], params: list[Any], *, pg: bool) -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
+STATE_PREFIX = "state."  # state changes: the patient is the subject (lisguard.services)
+
+
+def patient_matches(event: AuditEvent, patient: str) -> bool:
+    """Whether an audit event is about `patient`: a change of its state, or an event naming it in
+    detail.patient (alerts, snoozes, reads of its data). Other subjects are message ids, alert
+    ids, token ids, paths: never a patient, whatever the patient key looks like."""
+    if event.kind.startswith(STATE_PREFIX) and event.subject == patient:
+        return True
+    return event.detail.get("patient") == patient
+
+
 def kinds_match(kinds: tuple[str, ...], kind: str) -> bool:
     """Whether an audit search's kinds filter selects `kind`: an exact kind, or a family given
     as a prefix ending in "." ("alert.")."""
@@ -195,8 +207,12 @@ class SqlAccess(SqlPart):
             if query.actor != SYSTEM_ACTOR:
                 where.append(f"actor <> '{SYSTEM_ACTOR}'")
         detail = "detail->>'{0}'" if self._pg else "json_extract(detail, '$.{0}')"
-        if query.patient:
-            where.append(f"(subject = ? OR {detail.format('patient')} = ?)")
+        if query.patient:  # patient_matches; each side as its partial index says (0006)
+            patient = detail.format("patient")
+            where.append(
+                f"((substr(kind, 1, 6) = '{STATE_PREFIX}' AND subject = ?)"
+                f" OR ({patient} = ? AND {patient} IS NOT NULL))"
+            )
             params += [query.patient, query.patient]
         if query.rule:
             where.append(f"{detail.format('rule')} = ?")
@@ -328,7 +344,7 @@ class MemoryAccess:
                 continue
             if query.actor and e.actor != query.actor:
                 continue
-            if query.patient and query.patient not in (e.subject, e.detail.get("patient")):
+            if query.patient and not patient_matches(e, query.patient):
                 continue
             if query.rule and e.detail.get("rule") != query.rule:
                 continue

@@ -85,6 +85,8 @@ async def search(request: web.Request) -> web.Response:
     except BadQuery as exc:
         return bad_request(str(exc))
     read = {"query": request.query_string}
+    if filters.query.patient:  # the log read names this patient's events
+        read["patient"] = filters.query.patient
     await _audit(
         store, AuditEvent("phi.read", datetime.now(UTC), _user(request), request.path, read)
     )
@@ -208,7 +210,7 @@ def openapi_paths() -> dict[str, Any]:
     filters = [
         _param("from", "Start: ISO date or date-time (UTC when no offset)"),
         _param("to", "End: a date includes that whole day; a date-time is exclusive"),
-        _param("patient", "Patient key (event subject or detail.patient)"),
+        _param("patient", "Patient key: its state changes and the events naming it"),
         _param("user", "Who acted (token name, 'system', 'anonymous')"),
         _param("kind", "Event type(s), comma separated; 'alert.' for a whole family"),
         _param("rule", "Alert rule (detail.rule)"),

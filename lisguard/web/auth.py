@@ -189,6 +189,7 @@ async def require_role(
     if not policy.enabled:
         request[USER] = "anonymous"
         request[ROLE] = "admin"
+        await _audit_read(policy, request, "anonymous")  # reads are audited all the same
         return await handler(request)
     if needed == PUBLIC:
         token = (
@@ -218,9 +219,20 @@ async def require_role(
         return _deny(403, f"role {token.role!r} may not {request.method} {request.path}")
     request[USER] = token.name
     request[ROLE] = token.role
-    if request.method == "GET" and PHI_READS.match(request.path):
-        await policy.audit("phi.read", token.name, request.path, query=request.query_string)
+    await _audit_read(policy, request, token.name)
     return await handler(request)
+
+
+async def _audit_read(policy: AuthPolicy, request: web.Request, actor: str) -> None:
+    """A read of patient data is audited before it runs, naming the patient when it is about
+    one, so that a search by patient shows who looked at its data."""
+    if request.method != "GET" or not PHI_READS.match(request.path):
+        return
+    read: dict[str, object] = {"query": request.query_string}
+    patient = request.match_info.get("patient_key") or request.query.get("patient")
+    if patient:
+        read["patient"] = patient
+    await policy.audit("phi.read", actor, request.path, **read)
 
 
 async def login(request: web.Request) -> web.Response:

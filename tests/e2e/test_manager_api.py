@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -69,7 +70,11 @@ def matching(events: list[StoredAuditEvent], **want: str) -> list[int]:
             else e.kind == want["kind"]
         ):
             continue
-        if "patient" in want and want["patient"] not in (e.subject, e.detail.get("patient")):
+        # about a patient: a change of its state (subject), or naming it in detail.patient
+        if "patient" in want and not (
+            (e.kind.startswith("state.") and e.subject == want["patient"])
+            or e.detail.get("patient") == want["patient"]
+        ):
             continue
         if "rule" in want and e.detail.get("rule") != want["rule"]:
             continue
@@ -83,7 +88,6 @@ async def test_search_filters_match_the_log(
     seeded: tuple[Service, aiohttp.ClientSession],
 ) -> None:
     svc, http = seeded
-    events = await all_events(svc)
     cases: list[dict[str, str]] = [
         {"kind": "alert.raised"},
         {"kind": "state."},
@@ -94,9 +98,11 @@ async def test_search_filters_match_the_log(
         {"user": "system", "kind": "alert."},
     ]
     for want in cases:
+        page = await get_json(http, "/api/audit", **want, limit="1000")
+        # the log as the search saw it: with the search's own phi.read, which names the patient
+        events = await all_events(svc)
         expected = matching(events, **want)
         assert expected, f"the samples should give events for {want}"
-        page = await get_json(http, "/api/audit", **want, limit="1000")
         assert [e["seq"] for e in page["events"]] == expected, want
         assert page["next_before_seq"] is None
     assert len(matching(events, kind="alert.raised")) == 3  # two baseline-workup, one bb-serology
@@ -320,9 +326,9 @@ async def test_search_and_export_on_postgresql(pg_service: Service) -> None:
             await tx.add_audit(
                 [AuditEvent("config.loaded", datetime.now(UTC), "admin", s, d) for s, d in AWKWARD]
             )
-        events = await all_events(pg_service)
         for want in ({"patient": "MRN03001^SMH"}, {"rule": "bb-serology"}, {"kind": "state."}):
             page = await get_json(http, "/api/audit", **want, limit="1000")
+            events = await all_events(pg_service)  # with this search's phi.read
             assert [e["seq"] for e in page["events"]] == matching(events, **want), want
         events = await all_events(pg_service)  # with the searches' phi.read events
         text, _ = await export(http, format="csv")
@@ -333,3 +339,21 @@ async def test_search_and_export_on_postgresql(pg_service: Service) -> None:
         daily = await get_json(http, "/api/reports/daily", **{"from": today, "to": today})
     assert daily["totals"]["messages"] == {"AA": 5}
     assert daily["totals"]["alerts"] == {"baseline-workup": 2, "bb-serology": 1}
+
+
+async def test_reads_of_a_patients_data_show_in_its_audit(
+    seeded: tuple[Service, aiohttp.ClientSession],
+) -> None:
+    """An inspector asks who looked at this patient's data: the reads name the patient."""
+    _svc, http = seeded
+    key = "MRN03001^SMH"
+    await get_json(http, f"/api/patients/{quote(key, safe='')}")
+    await get_json(http, "/api/alerts", patient=key)
+    await get_json(http, "/api/alerts")  # not about one patient
+    page = await get_json(http, "/api/audit", patient=key, kind="phi.read")
+    assert [e["subject"] for e in page["events"]] == [
+        "/api/audit",  # this search, recorded before it runs
+        "/api/alerts",
+        f"/api/patients/{key}",
+    ]
+    assert all(e["detail"]["patient"] == key for e in page["events"])

@@ -32,7 +32,8 @@ async def write_events(store: Store, n: int, start: datetime = T0) -> None:
                         start + timedelta(minutes=i),
                         "system" if i % 3 else "alice",
                         f"P{i % 4}",
-                        {"rule": "bb-serology" if i % 2 else None, "n": i, "text": "Müller ✓"},
+                        {"rule": "bb-serology" if i % 2 else None, "n": i, "text": "Müller ✓"}
+                        | ({"patient": f"P{i % 4}"} if i % 2 else {}),
                     )
                 ]
             )
@@ -222,3 +223,21 @@ async def test_kind_families_are_prefixes_on_every_backend(store: Store) -> None
     assert await found("é.") == ["é.x"]
     assert await found("alert.", "alert") == ["alert", "alert.raised"]
     assert await found("%.") == []
+
+
+async def test_patient_search_finds_events_about_the_patient_only(store: Store) -> None:
+    """A key without an assigning authority ("12345") looks like a message id or a token id,
+    which other events carry as their subject: those are not about the patient."""
+    events = [
+        AuditEvent("message.received", T0, subject="12345", detail={"control_id": "C1"}),
+        AuditEvent("token.created", T0, "admin", "12345", {"name": "x", "role": "manager"}),
+        AuditEvent("state.exposure", T0, subject="12345", detail={"detail": "daratumumab"}),
+        AuditEvent("alert.raised", T0, subject="a1", detail={"rule": "r", "patient": "12345"}),
+        AuditEvent("phi.read", T0, "bob", "/api/patients/12345", {"patient": "12345"}),
+        AuditEvent("alert.raised", T0, subject="a2", detail={"rule": "r", "patient": "999"}),
+        AuditEvent("state.typing", T0, subject="999", detail={"detail": "12345"}),
+    ]
+    async with store.transaction() as tx:
+        await tx.add_audit(events)
+    found = await store.access.search_audit(AuditQuery(patient="12345"))
+    assert sorted(row.event.kind for row in found) == ["alert.raised", "phi.read", "state.exposure"]

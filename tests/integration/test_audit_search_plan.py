@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ CASES: list[tuple[AuditQuery, tuple[str, ...]]] = [
     (AuditQuery(actor="system"), ()),
     (AuditQuery(actor="system", kinds=("alert.raised",)), (KIND,)),
 ]
+STATE_SUBJECT, PATIENT = "audit_events_state_subject_idx", "audit_events_patient_idx"
 
 
 @pytest.mark.parametrize(
@@ -137,3 +139,17 @@ async def test_kind_search_uses_index_whatever_the_collation(pg: PostgresBackend
             assert _searches(plan, KIND), plan
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("since", [None, "2026-01-01T00:00:00+00:00"])
+async def test_patient_search_looks_up_both_of_its_indexes(
+    db: Backend, store: Store, since: str | None
+) -> None:
+    """A patient's events: state changes by subject, the rest by detail.patient (migration
+    0006): two index lookups, never a walk of the whole log."""
+    access = store.access
+    assert isinstance(access, SqlAccess)
+    when = None if since is None else datetime.fromisoformat(since)
+    sql, params = access.audit_search_sql(AuditQuery(patient="MRN1^HOSP", since=when))
+    plan = await _plan(db, sql, params)
+    assert _searches(plan, STATE_SUBJECT) and _searches(plan, PATIENT), plan
