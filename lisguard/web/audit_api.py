@@ -21,7 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from lisguard.store.access import AuditQuery, verify_audit_chain
+from lisguard.store.access import verify_audit_chain
+from lisguard.store.audit_search import AuditQuery
 from lisguard.store.base import AuditEvent, Store
 from lisguard.web import auth
 from lisguard.web.audit_query import (

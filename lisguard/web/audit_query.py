@@ -22,7 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from lisguard.domain.audit import canonical_detail, canonical_time
-from lisguard.store.access import AuditQuery
+from lisguard.store.audit_search import AuditQuery
 from lisguard.store.base import AuditEvent, StoredAuditEvent
 
 SEARCH_PARAMS = ("from", "to", "patient", "user", "kind", "rule", "before_seq", "limit")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
-from lisguard.store.access import AuditQuery
+from lisguard.store.audit_search import AuditQuery
 from lisguard.store.base import MESSAGE_RECEIVED, Store, StoredAuditEvent
 
 PAGE = 2000

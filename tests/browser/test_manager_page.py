@@ -13,7 +13,7 @@ from playwright.async_api import Browser, Page, expect
 
 from lisguard.app import Service
 from lisguard.hl7v2.framing import decode_bytes, split_messages
-from lisguard.store.access import AuditQuery
+from lisguard.store.audit_search import AuditQuery
 from lisguard.transport.mllp import MllpClient, msa_code
 from lisguard.web.audit_query import read_csv
 from lisguard.web.auth import new_token, token_hash

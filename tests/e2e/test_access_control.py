@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from lisguard.app import Service
-from lisguard.store.access import AuditQuery
+from lisguard.store.audit_search import AuditQuery
 from lisguard.web.auth import (
     AUTH,
     INCLUDES,

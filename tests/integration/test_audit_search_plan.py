@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lisguard.store.access import AuditQuery, SqlAccess, kinds_match
+from lisguard.store.access import SqlAccess
+from lisguard.store.audit_search import AuditQuery, kinds_match
 from lisguard.store.base import Store
 from tests.integration.conftest import Backend, PostgresBackend, SqliteBackend
 
