@@ -203,6 +203,7 @@ class SqliteStore:
             self.path,
             busy_timeout_ms=self.busy_timeout_ms,
             translate=lambda exc, doing: translate(exc, doing, self.path),
+            commit_waits_for_disk=self.synchronous in ("FULL", "EXTRA"),
         )
         self._reader = reader
 

@@ -4,6 +4,8 @@ committed before it returns; a unit's failure is its own, a COMMIT's failure is 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,3 +180,61 @@ async def test_close_commits_what_is_waiting(store: SqliteStore, tmp_path: Path)
         assert await reopened.count_messages() == 1
     finally:
         await reopened.close()
+
+
+class CommitWatch:
+    """The writer's sqlite3 connection with its COMMITs watched: on which thread each ran, and
+    (when `hold` is set) a COMMIT waiting until the test lets it finish, as a slow disk would."""
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self.raw = raw
+        self.threads: list[int] = []
+        self.hold: threading.Event | None = None
+        self.released_by_loop: list[bool] = []
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            self.threads.append(threading.get_ident())
+            if self.hold is not None:
+                self.released_by_loop.append(self.hold.wait(SAFETY))
+        return self.raw.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.raw, name)
+
+
+def watch(store: SqliteStore) -> CommitWatch:
+    assert store._writer is not None
+    watched = CommitWatch(store._writer.conn.raw)
+    store._writer.conn.raw = watched  # type: ignore[assignment]
+    return watched
+
+
+async def test_a_shared_full_commit_waits_for_the_disk_off_the_loop(store: SqliteStore) -> None:
+    """With FULL, a COMMIT several units share runs in a thread: the loop goes on (here: it is
+    what lets the held COMMIT finish). One unit alone, or NORMAL, commits inline."""
+    watched = watch(store)
+    loop_thread = threading.get_ident()
+
+    async def one(i: int) -> None:
+        async with store.transaction() as tx:
+            await tx.add_message(message(f"W{i}"))
+            await asyncio.sleep(0)
+
+    async with asyncio.timeout(SAFETY):
+        await one(0)
+        assert watched.threads == [loop_thread]  # alone: inline
+        watched.hold = threading.Event()
+        batch = asyncio.gather(*(one(i) for i in range(1, 4)))
+        if store.synchronous == "FULL":
+            while len(watched.threads) < 2:  # the shared COMMIT has started, in its thread
+                await asyncio.sleep(0.001)
+            assert not batch.done()  # its units wait for it
+            watched.hold.set()  # the loop ran meanwhile
+            await batch
+            assert watched.threads[1] != loop_thread and watched.released_by_loop == [True]
+        else:
+            watched.hold.set()  # NORMAL: inline, nothing to wait for
+            await batch
+            assert watched.threads[1:] == [loop_thread]
+    assert await store.count_messages() == 4
