@@ -101,13 +101,19 @@ CHECK_CHUNK = 1 << 20  # bytes read at a time: a file of any size is checked in 
 
 
 def _file_messages(path: Path) -> Iterator[str]:
-    """The messages of a file, read a chunk at a time (see lisguard.hl7v2.files)."""
+    """The messages of a file, read a chunk at a time, twice (see lisguard.hl7v2.files). A pipe
+    or a device (`lisguard check <(zcat day.hl7.gz)`, /dev/stdin) can be read only once: it is
+    read whole."""
+    if not path.is_file():
+        data = path.read_bytes()
+        yield from read_messages(lambda: (data,))
+        return
 
     def chunks() -> Iterator[bytes]:
         with path.open("rb") as file:
             yield from iter(partial(file.read, CHECK_CHUNK), b"")
 
-    return read_messages(chunks)
+    yield from read_messages(chunks)
 
 
 def server_ssl(tls: TlsSettings) -> ssl.SSLContext | None:

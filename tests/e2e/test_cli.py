@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,29 @@ async def test_send_prints_each_ack(service: Service) -> None:
     # the samples ask for a commit ACK only (MSH-15 AL, MSH-16 NE)
     assert len(lines) == 2
     assert all("MSA|CA|" in line for line in lines), lines
+
+
+def test_check_reads_a_pipe(tmp_path: Path) -> None:
+    """`lisguard check <(zcat day.hl7.gz)`: a pipe can be read only once (a regular file is read
+    twice, to settle its character set first); it must give what the file gives."""
+    sample = SAMPLES / "03-rxa-then-type-and-screen"
+    data = b"".join(p.read_bytes() for p in sorted(sample.glob("*.hl7")))
+    whole = tmp_path / "feed.hl7"
+    whole.write_bytes(data)
+    fifo = tmp_path / "feed.pipe"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with fifo.open("wb") as pipe:
+            pipe.write(data)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        piped = run("check", str(fifo))
+    finally:
+        writer.join(timeout=30)
+    from_file = run("check", str(whole))
+    assert piped.returncode == from_file.returncode == 0, piped.stderr
+    assert piped.stdout == from_file.stdout and piped.stdout.count("\n") == 2
+    assert piped.stderr == from_file.stderr == ""
