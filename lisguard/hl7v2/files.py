@@ -92,16 +92,26 @@ def _first_msh_line(chunks: Iterable[bytes]) -> tuple[bytes, bytes]:
 
 def _decodes(chunks: Iterable[bytes], codec: str) -> bool:
     decoder = codecs.getincrementaldecoder(codec)()
-    first = True
     try:
-        for chunk in chunks:
-            if first:
-                chunk, first = chunk.removeprefix(UTF8_BOM), False
+        for chunk in _without_bom(chunks):
             decoder.decode(chunk)
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _without_bom(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks without a UTF-8 BOM at the start of the stream, as decode_bytes drops it
+    (however small the first chunks)."""
+    stream = iter(chunks)
+    head = b""
+    for chunk in stream:
+        head += chunk
+        if len(head) >= len(UTF8_BOM):
+            break
+    yield head.removeprefix(UTF8_BOM)
+    yield from stream
 
 
 def cut_at_messages(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -68,6 +68,9 @@ CASES = {
         + b"\r"
         for n in range(30)
     ),
+    # ISO 8859-8 has no character for some BOM bytes: the BOM must go before it is tried
+    "bom, 8859/8 declared": b"\xef\xbb\xbf"
+    + b"".join(MSH % n + b"||||||8859/8\r" + OBX % b"\xe0" + b"\r" for n in range(10)),
     "utf-8 without declaration": b"".join(message(n, "\u00e9\u4e2d".encode()) for n in range(30)),
     "utf-16 with BOM": "".join(m.decode() for m in (message(n) for n in range(20))).encode(
         "utf-16"
