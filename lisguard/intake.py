@@ -76,12 +76,7 @@ def read_message(text: str, policy: IngestPolicy, relevance: Relevance) -> Readi
         where = f" ({exc.segment}-{exc.field})" if exc.segment and exc.field else ""
         err = AckError(exc.code, f"{exc.reason}{where}", exc.segment or "", exc.field)
         header = peek_header(text) or Header()
-        key = (
-            MessageKey(header.sending_application, header.sending_facility, header.control_id)
-            if header.control_id
-            else None
-        )
-        return Reading(Verdict.UNREADABLE, digest, header, key, error=err)
+        return Reading(Verdict.UNREADABLE, digest, header, _key(header), error=err)
     header = message_header(message)
     message_type = message.message_type
     family = message_type.partition("^")[0]
@@ -91,12 +86,7 @@ def read_message(text: str, policy: IngestPolicy, relevance: Relevance) -> Readi
     for number, value, name in ((9, family, "message type"), (10, header.control_id, "control id")):
         if not value.strip():
             err = AckError("101", f"MSH-{number} ({name}) is empty", "MSH", number)
-            key = (
-                MessageKey(header.sending_application, header.sending_facility, header.control_id)
-                if header.control_id
-                else None
-            )
-            return Reading(Verdict.UNREADABLE, digest, header, key, error=err)
+            return Reading(Verdict.UNREADABLE, digest, header, _key(header), error=err)
     key = MessageKey(header.sending_application, header.sending_facility, header.control_id)
     action = policy.type_actions.get(family) or policy.type_actions.get(message_type)
     if action is None:
@@ -125,6 +115,13 @@ def read_message(text: str, policy: IngestPolicy, relevance: Relevance) -> Readi
             failure=type(exc).__name__,
         )
     return Reading(Verdict.PROCESS, digest, header, key, message, clinical)
+
+
+def _key(header: Header) -> MessageKey | None:
+    """The key an unreadable message is filed under: none without a control id."""
+    if not header.control_id:
+        return None
+    return MessageKey(header.sending_application, header.sending_facility, header.control_id)
 
 
 def message_header(message: Message) -> Header:
