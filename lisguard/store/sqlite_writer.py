@@ -141,7 +141,8 @@ class GroupWriter:
     ) -> None:
         self.conn = InlineConnection(conn)
         self.commit_waits_for_disk = commit_waits_for_disk
-        self._committing: asyncio.Task[None] | None = None  # a COMMIT in a thread
+        # a COMMIT in a thread: held here, the loop keeps only a weak reference to a task
+        self._committing: asyncio.Task[None] | None = None
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self.translate = translate
@@ -303,12 +304,7 @@ class GroupWriter:
             # several feeds are busy: theirs are read and parsed while this one waits for the disk
             self._committing = asyncio.get_running_loop().create_task(self._commit_in_thread(batch))
             return
-        try:
-            self.conn.raw.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._failed_commit(batch, exc)
-        else:
-            batch.finish()
+        self._settle(batch, self._try_commit())
         self._committed()
         self.lock.release()
 
@@ -316,25 +312,28 @@ class GroupWriter:
         """COMMIT in a thread, the lock held until it is done: the loop meanwhile reads and
         parses the messages of other connections, which then queue for the lock."""
         outcome: list[BaseException | None] = []
-
-        def commit() -> None:
-            try:
-                self.conn.raw.execute("COMMIT")
-            except (sqlite3.Error, OSError) as exc:
-                outcome.append(exc)
-            else:
-                outcome.append(None)
-
         try:
-            await _finish_in_thread(commit)  # waits for the thread even if cancelled meanwhile
+            # waits for the thread even if cancelled meanwhile; the outcome survives that
+            await _finish_in_thread(lambda: outcome.append(self._try_commit()))
         finally:
-            error = outcome[0] if outcome else RuntimeError("COMMIT did not complete")
-            if error is None:
-                batch.finish()
-            else:
-                self._failed_commit(batch, error)
+            self._settle(batch, outcome[0] if outcome else RuntimeError("COMMIT did not complete"))
             self._committed()
             self.lock.release()
+
+    def _try_commit(self) -> BaseException | None:
+        """COMMIT the open transaction; the error, if it failed."""
+        try:
+            self.conn.raw.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            return exc
+        return None
+
+    def _settle(self, batch: _Batch, error: BaseException | None) -> None:
+        """Tell the batch's units how its COMMIT went."""
+        if error is None:
+            batch.finish()
+        else:
+            self._failed_commit(batch, error)
 
     def _failed_commit(self, batch: _Batch, exc: BaseException) -> None:
         self._rollback_quietly()
@@ -391,12 +390,7 @@ class GroupWriter:
         if batch is None:
             return
         self._batch = None
-        try:
-            self.conn.raw.execute("COMMIT")
-        except (sqlite3.Error, OSError) as exc:
-            self._failed_commit(batch, exc)
-        else:
-            batch.finish()
+        self._settle(batch, self._try_commit())
 
     # -- lifecycle
 
