@@ -40,10 +40,7 @@ def read_messages(chunks: Chunks) -> Iterator[str]:
     if codec is None:
         yield from split_messages(decode_bytes(b"".join(chunks())))
         return
-    first = True
-    for piece in cut_at_messages(chunks()):
-        if first:  # decode_bytes drops a UTF-8 BOM at the start of the file only
-            piece, first = piece.removeprefix(UTF8_BOM), False
+    for piece in cut_at_messages(_without_bom(chunks())):
         try:
             text = piece.decode(codec)
         except UnicodeDecodeError:  # the file changed since the first pass: never raise
@@ -103,7 +100,7 @@ def _decodes(chunks: Iterable[bytes], codec: str) -> bool:
 
 def _without_bom(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """The chunks without a UTF-8 BOM at the start of the stream, as decode_bytes drops it
-    (however small the first chunks)."""
+    at the start of the file only (however small the first chunks)."""
     stream = iter(chunks)
     head = b""
     for chunk in stream:
@@ -118,7 +115,7 @@ def cut_at_messages(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """Re-cut a byte stream into pieces of whole messages: each piece but the last ends just
     before a line that starts with MSH, and holds at least one such line. Only what the next
     message start has not yet been found for is held: about a chunk and a message. Call it on a
-    file that file_codec found not to be wide."""
+    file that file_codec found not to be wide, without its BOM (`_without_bom`)."""
     held = bytearray()
     started = False  # a message start has been seen: what comes before a cut is messages
     for chunk in chunks:
@@ -148,6 +145,6 @@ def _last_message_start(data: bytearray, since: int) -> int:
 def _has_message_before(data: bytearray, end: int) -> bool:
     """Whether a message starts before `end`: if none does, what precedes it is text before the
     first message, which split_messages reads differently when no message follows it."""
-    if data.startswith(b"MSH") or data.startswith(UTF8_BOM + b"MSH"):
+    if data.startswith(b"MSH"):
         return True
     return _MESSAGE_START.search(data, 0, end - 1) is not None
