@@ -20,7 +20,10 @@ from lisguard.hl7v2.relevance import Relevance
 
 # Message families whose content the rules read. Anything else is ACKed and stored, not read.
 CLINICAL_FAMILIES = frozenset(
-    {"ORM", "OML", "ORU", "OUL", "ORL", "OMP", "RDE", "RAS", "RDS", "RGV", "VXU", "ADT", "OMB"}
+    {
+        "ORM", "OML", "ORU", "OUL", "ORL", "OMP", "RDE", "RAS", "RDS", "RGV", "VXU", "ADT",
+        "OMB", "BPS", "BTS",
+    }
 )
 
 
@@ -102,7 +105,7 @@ def read_message(text: str, policy: IngestPolicy, relevance: Relevance) -> Readi
     if not relevance.may_touch_state(message):
         return Reading(Verdict.PROCESS, digest, header, key, message)
     try:
-        clinical = to_clinical(message)
+        clinical = to_clinical(message, relevance.kb.identity)
     except Exception as exc:  # a translator bug must not kill the connection
         err = AckError("207", f"could not read message content: {type(exc).__name__}")
         return Reading(

@@ -13,7 +13,13 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from lisguard.domain.alerts import Alert
-from lisguard.domain.engine import evaluate, patient_keys, touches_state
+from lisguard.domain.engine import (
+    MAX_ALIAS_HOPS,
+    evaluate,
+    keys_to_follow,
+    patient_keys,
+    touches_state,
+)
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.domain.patient import PatientState
@@ -80,6 +86,14 @@ class Screening:
             return Screened("accepted", key.control_id)
         states = self.states
         wanted = {k: states[k] for k in patient_keys(clinical) if k in states}
+        tried = set(patient_keys(clinical))
+        for _ in range(MAX_ALIAS_HOPS):  # as serve: a retired id's survivor, linked records
+            lock, read = keys_to_follow(clinical, wanted)
+            more = [k for k in (*lock, *read) if k not in tried]
+            if not more:
+                break
+            tried.update(more)
+            wanted.update({k: states[k] for k in more if k in states})
         outcome = evaluate(clinical, wanted, self.kb)
         states.update(outcome.states)  # new objects: evaluate never changes what it is given
         for gone in outcome.removed:

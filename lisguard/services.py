@@ -17,7 +17,14 @@ import structlog
 
 from lisguard.alerting.routing import AlertRouting
 from lisguard.domain.alerts import Alert
-from lisguard.domain.engine import Outcome, evaluate, patient_keys, touches_state
+from lisguard.domain.engine import (
+    MAX_ALIAS_HOPS,
+    Outcome,
+    evaluate,
+    keys_to_follow,
+    patient_keys,
+    touches_state,
+)
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.hl7v2.ack import AckError, responses
@@ -117,6 +124,17 @@ class Ingestor:
                 # most messages (a CBC, a chemistry panel) say nothing the rules read: no state
                 if clinical is not None and touches_state(clinical, self.kb):
                     states = await tx.load_patients(patient_keys(clinical))
+                    tried = set(patient_keys(clinical))
+                    for _ in range(MAX_ALIAS_HOPS):  # a retired id's survivor, linked records
+                        lock, read = keys_to_follow(clinical, states)
+                        lock = [k for k in lock if k not in tried]
+                        read = [k for k in read if k not in tried]
+                        if not lock and not read:
+                            break
+                        tried.update(lock, read)
+                        # the survivor is written (locked); linked records are only read
+                        states.update(await tx.load_patients(lock))
+                        states.update(await tx.load_patients(read, lock=False))
                     outcome = evaluate(clinical, states, self.kb)
                     for state in outcome.states.values():
                         await tx.save_patient(state)

@@ -37,6 +37,8 @@ class Recommendation(StrEnum):
     MASS_SPEC_MPROTEIN = "MASS_SPEC_MPROTEIN"
     CD38_INDEPENDENT_GATING = "CD38_INDEPENDENT_GATING"
     CHECK_ANTI_CD38_HISTORY = "CHECK_ANTI_CD38_HISTORY"
+    ANTI_CD47_WORKUP = "ANTI_CD47_WORKUP"
+    CD38_EPITOPE_MASKED = "CD38_EPITOPE_MASKED"
 
 
 # One line each, shown next to the code on the technologist page and in the README.
@@ -70,6 +72,14 @@ RECOMMENDATION_TEXT: dict[Recommendation, str] = {
     Recommendation.CHECK_ANTI_CD38_HISTORY: (
         "Panreactive screen: ask pharmacy/clinic about anti-CD38 (or anti-CD47) therapy before a"
         " full workup."
+    ),
+    Recommendation.ANTI_CD47_WORKUP: (
+        "Anti-CD47 (magrolimab): DTT does not remove it; use a monoclonal anti-IgG that does not"
+        " detect IgG4 (e.g. Gamma-clone) and alloadsorption, and antigen-matched units."
+    ),
+    Recommendation.CD38_EPITOPE_MASKED: (
+        "Anti-CD38 therapy: CD38 on lymphoblasts may read falsely negative; use a CD38 antibody to"
+        " an epitope the drug does not block, and do not classify blasts on CD38."
     ),
 }
 

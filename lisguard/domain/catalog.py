@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from lisguard.domain.drugs import Negation
 from lisguard.domain.facts import Coded
 from lisguard.domain.kb_models import InterpretationFile, TestCategory, TestDefinition
+from lisguard.domain.mentions import Negation
 
 LOINC_SYSTEMS = frozenset({"LN", "LOINC", "LNC", "2.16.840.1.113883.6.1"})
 _LOINC_SHAPE = re.compile(r"\d{1,7}-\d")
@@ -51,8 +51,9 @@ class TestCatalog:
 
     __test__ = False
 
-    def __init__(self, tests: Iterable[TestDefinition]) -> None:
-        enabled = [t for t in tests if t.enabled]
+    def __init__(self, tests: Iterable[TestDefinition], *, products: bool = False) -> None:
+        # products=True: the catalog for blood product segments, with the product-only entries
+        enabled = [t for t in tests if t.enabled and (products or not t.blood_product_only)]
         self._by_loinc: dict[str, list[TestDefinition]] = {}
         self._by_local: dict[str, list[TestDefinition]] = {}
         for t in enabled:
@@ -193,6 +194,9 @@ class Interpreter:
         )
         self._mp_after = compile_any(mp.after)
         self._mp_max_words = mp.max_words
+        self._light_measured = compile_any(mp.light_chain_measured)
+        self._answers = _Vocabulary(spec.answers.affirmative, spec.answers.negative, ())
+        self._subcutaneous = compile_any(spec.routes.subcutaneous)
 
     def is_reactive(self, value: str) -> bool | None:
         return self._reactivity.read(normalise_value(value))
@@ -211,6 +215,32 @@ class Interpreter:
             sign = m.group("sign").upper()
             return sign == "+" or sign.startswith(("POS", "PRESENT", "DETECTED"))
         return self._antigen_generic.read(normalise_value(text))
+
+    def kell_notation(self, value: str) -> bool | None:
+        """K (KEL1) from Kell-system notation in a typing value: ISBT phenotype "KEL:1,2" /
+        "KEL:-1,2", alleles "KEL*01.01/KEL*02" (KEL*01 = K, KEL*02 = k, KEL*02N a null), or
+        antigen signs "K+k+" / "K-k+" (DOMAIN.md: Kell in ISBT terms). None when it says
+        nothing about K."""
+        isbt = _ISBT_KEL.search(value)
+        if isbt is not None:
+            numbers = {n.strip() for n in isbt.group(1).split(",")}
+            if "1" in numbers:
+                return True
+            if "-1" in numbers:
+                return False
+        alleles = _KEL_ALLELE.findall(value)
+        if alleles:
+            return any(allele == "1" and not null for allele, null in alleles)
+        if _K_SIGN.search(value) is not None:
+            return self.antigen_status("K", value)
+        return None
+
+    def answer(self, value: str) -> bool | None:
+        """An order question's answer: True yes, False no (or unknown), None neither."""
+        return self._answers.read(normalise_value(value))
+
+    def is_subcutaneous(self, route: str) -> bool:
+        return bool(route) and self._subcutaneous.search(route) is not None
 
     def antigen_named(self, text: str) -> str | None:
         for name, pattern in self._antigen_names:
@@ -241,9 +271,19 @@ class Interpreter:
                     found.append((m.start(), f"Ig{m['heavy'].upper()} {_light(m['light'])}"))
         for pattern in self._light_only:
             for m in pattern.finditer(text):
-                if not self._mp_negated(text, m):
+                if not self._mp_negated(text, m) and self._monoclonal_light(text, m):
                     found.append((m.start(), f"free {_light(m['light'])} light chain"))
         return min(found)[1] if found else None
+
+    def _monoclonal_light(self, text: str, m: re.Match[str]) -> bool:
+        """A light chain alone states an M-protein, except as a measured amount ("kappa free
+        light chain 45.1 mg/L") or in a free light chain assay's report (its ratio)."""
+        if _AMOUNT.match(text, m.end()) is not None:
+            return False
+        start = max((e.end() for e in _SENTENCE_END.finditer(text, 0, m.start())), default=0)
+        stop = _SENTENCE_END.search(text, m.end())
+        sentence = text[start : stop.start() if stop else len(text)]
+        return self._light_measured.search(sentence) is None
 
     def _mp_negated(self, text: str, m: re.Match[str]) -> bool:
         if self._mp_before.negated(text, m.start()):
@@ -256,6 +296,12 @@ class Interpreter:
         return after is not None and len(re.findall(r"\w+", rest[: after.start()])) <= (
             self._mp_max_words
         )
+
+
+_ISBT_KEL = re.compile(r"\bKEL\s*:\s*(-?\d+(?:\s*,\s*-?\d+)*)", re.IGNORECASE)
+_KEL_ALLELE = re.compile(r"\bKEL\s*\*\s*0?([12])(N)?(?:\.\d+)*", re.IGNORECASE)
+_K_SIGN = re.compile(r"(?<![A-Za-z])K\s*[+-]")
+_AMOUNT = re.compile(r"s?\s*(?:\([^)]*\)\s*)?[:=,]?\s*[<>]?\s*\d")
 
 
 def _light(raw: str) -> str:

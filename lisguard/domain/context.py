@@ -26,6 +26,8 @@ class ActiveExposure:
     last_point: datetime | None
     window_end: datetime | None
     evidence: tuple[EvidenceItem, ...]
+    last_dose: datetime | None = None
+    kinds: tuple[str, ...] = ()  # how the feeds said it: administration, order, mention...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +54,14 @@ class RuleContext:
     kb: KnowledgeBase
     # derived once per message, shared by all rules:
     order_categories: list[frozenset[TestCategory]] = field(default_factory=list)
+    # the message's orders, each under the one number it goes by (placer or filler, as first
+    # seen: PatientState.order_number)
+    orders: list[LabOrder] = field(default_factory=list)
     new_pharmacy_drugs: list[Drug] = field(default_factory=list)
 
     def lab_orders(self) -> Iterable[tuple[LabOrder, frozenset[TestCategory]]]:
         """Orders that are live (not cancelled), with their test categories."""
-        for order, cats in zip(self.message.lab_orders, self.order_categories, strict=True):
+        for order, cats in zip(self.orders, self.order_categories, strict=True):
             if not order.cancelled:
                 yield order, cats
 
@@ -82,7 +87,11 @@ class RuleContext:
             end = add_months(exp.last_point, self.kb.window_months(drug))
             if when is not None and not (exp.first_point <= when <= end):
                 continue
-            found.append(ActiveExposure(drug, exp.last_point, end, tuple(exp.evidence)))
+            found.append(
+                ActiveExposure(
+                    drug, exp.last_point, end, tuple(exp.evidence), exp.last_dose, tuple(exp.kinds)
+                )
+            )
         return found
 
 

@@ -8,11 +8,13 @@ is a dict lookup or a single regex scan.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from datetime import datetime
 from typing import NamedTuple
 
 from lisguard.domain.facts import Coded
-from lisguard.domain.kb_models import Drug, NegationRules
+from lisguard.domain.kb_models import Drug, InterpretationFile
+from lisguard.domain.mentions import DateReader, MedicationContextReader, Negation
 
 # Separator allowed between the words of a multi-word drug name: spaces, hyphens, slashes, "+",
 # "&", commas and the words "and"/"with" ("daratumumab and hyaluronidase-fihj" also matches
@@ -33,10 +35,12 @@ _NDC_HYPHENATED = re.compile(r"(\d{4,5})-(\d{3,4})(?:-(\d{1,2}))?")
 
 
 class DrugMention(NamedTuple):
-    """A drug named in free text, and the words that named it."""
+    """A drug named in free text, the words that named it, and the date the sentence gives it
+    ("discontinued 2019": 2019-12-31), None when it gives none."""
 
     drug: Drug
     matched: str
+    dated: datetime | None = None
 
 
 def ndc_key(labeler: str, product: str) -> str:
@@ -95,13 +99,13 @@ def _alias_regex(alias: str) -> str:
 
 
 class DrugMatcher:
-    def __init__(self, drugs: Iterable[Drug], negation: NegationRules) -> None:
+    def __init__(self, drugs: Iterable[Drug], interpretation: InterpretationFile) -> None:
         self._ndc: dict[str, Drug] = {}
         self._rxnorm: dict[str, Drug] = {}
         self._hcpcs: dict[str, Drug] = {}
         self._local: dict[str, Drug] = {}
-        # (specificity, regex, drug) for every name and alias
-        entries: list[tuple[tuple[int, int], str, Drug]] = []
+        # (specificity, regex, drug, needs medication context) for every name and alias
+        entries: list[tuple[tuple[int, int], str, Drug, bool]] = []
         first_words: set[str] = set()
         for drug in drugs:
             for ndc in drug.ndc:
@@ -113,23 +117,29 @@ class DrugMatcher:
             for name in drug.names():
                 words = _WORD.findall(name.lower())
                 first_words.add(words[0])
-                entries.append(((len(words), len(name)), _name_regex(name), drug))
-            for alias in drug.text_aliases:
+                entries.append(((len(words), len(name)), _name_regex(name), drug, False))
+            for alias in (*drug.text_aliases, *drug.context_aliases):
                 words = _WORD.findall(alias.lower())
                 first_words.add(words[0])
-                entries.append(((len(words), len(alias)), _alias_regex(alias), drug))
+                contextual = alias in drug.context_aliases
+                entries.append(((len(words), len(alias)), _alias_regex(alias), drug, contextual))
         # Most specific first: at any position the first alternative that matches wins, so
         # "Darzalex Faspro" is tried before "Darzalex", "dara sc" before "dara".
         entries.sort(key=lambda e: e[0], reverse=True)
         self._groups: dict[str, tuple[tuple[int, int], Drug]] = {}
+        self._contextual: set[str] = set()
         parts = []
-        for i, (spec, rx, drug) in enumerate(entries):
+        for i, (spec, rx, drug, contextual) in enumerate(entries):
             group = f"d{i}"
             self._groups[group] = (spec, drug)
+            if contextual:
+                self._contextual.add(group)
             parts.append(f"(?P<{group}>{rx})")
         alternation = "|".join(parts) if parts else r"(?!x)x"
         self._names = re.compile(f"{_LEFT}(?:{alternation}){_RIGHT}", re.IGNORECASE)
-        self._negation = Negation(negation)
+        self._negation = Negation(interpretation.negation)
+        self._dates = DateReader(interpretation.mention_dates)
+        self._context = MedicationContextReader(interpretation.medication_context)
         self._text_cache: dict[str, Drug | None] = {}
         self._code_cache: dict[Coded, Drug | None] = {}
         # Every name starts with one of these (lower-cased): a text containing none of them names
@@ -197,50 +207,53 @@ class DrugMatcher:
         self._text_cache[text] = found
         return found
 
-    def mentions(self, text: str) -> list[DrugMention]:
-        """Non-negated drug mentions in free text, one per drug, in order of appearance."""
-        if not text or not self._may_name_a_drug(text):
+    def named_in(self, text: str) -> list[Drug]:
+        """Every drug a text names, once each, in order, negated or not (an order question
+        names the drugs it asks about)."""
+        if not self._may_name_a_drug(text):
             return []
-        found: list[DrugMention] = []
-        seen: set[str] = set()
+        found: dict[str, Drug] = {}
         for m in self._names.finditer(text):
             assert m.lastgroup is not None
             drug = self._groups[m.lastgroup][1]
-            if drug.id in seen or self._negation.negated(text, m.start()):
+            found.setdefault(drug.id, drug)
+        return list(found.values())
+
+    def mentions(self, text: str, now: datetime | None = None) -> list[DrugMention]:
+        """Non-negated drug mentions in free text, one per drug, in order of appearance, each
+        with the date its sentence states (never after `now`, the message time)."""
+        if not text or not self._may_name_a_drug(text):
+            return []
+        matches = []
+        for m in self._names.finditer(text):
+            assert m.lastgroup is not None
+            if m.lastgroup in self._contextual and not self._context.in_medication_context(
+                text, m.start(), m.end()
+            ):
+                continue  # "Dara Nguyen RN", "DVD": not the drug
+            matches.append(m)
+        found: list[DrugMention] = []
+        seen: set[str] = set()
+        negated_end: int | None = None  # end of the last negated mention, while a list goes on
+        negation = self._negation
+        for i, m in enumerate(matches):
+            assert m.lastgroup is not None
+            drug = self._groups[m.lastgroup][1]
+            negated = negation.negated(text, m.start()) or negation.negated_after(text, m.end())
+            if not negated and negated_end is not None:
+                negated = negation.continues_list(text[negated_end : m.start()])
+            if negated:
+                negated_end = m.end()
+                continue
+            negated_end = None
+            if drug.stands_for_class:
+                # "anti-CD38 therapy" in a note is mostly advice ("phenotype before anti-CD38
+                # therapy"), not a patient's drug: the class counts only as an order question
+                continue
+            if drug.id in seen:
                 continue
             seen.add(drug.id)
-            found.append(DrugMention(drug, m.group(0)))
+            next_start = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+            dated = self._dates.stated_date(text, m.start(), m.end(), next_start, now)
+            found.append(DrugMention(drug, m.group(0), dated))
         return found
-
-
-class Negation:
-    """NegEx-style: a cue a few words before a term, in the same clause, negates it."""
-
-    def __init__(self, rules: NegationRules) -> None:
-        self.max_words = rules.max_words
-        self._cues = _alternation(rules.cues)
-        self._pseudo = _alternation(rules.pseudo)
-        self._term = _alternation(rules.terminators)
-
-    def negated(self, text: str, start: int) -> bool:
-        # Look back at most a clause: from the last terminator before the term.
-        window_start = max(0, start - 200)
-        prefix = text[window_start:start]
-        cut = 0
-        for term in self._term.finditer(prefix):
-            cut = term.end()
-        prefix = prefix[cut:]
-        pseudo_spans = [(m.start(), m.end()) for m in self._pseudo.finditer(prefix)]
-        for cue in self._cues.finditer(prefix):
-            if any(s <= cue.start() < e for s, e in pseudo_spans):
-                continue
-            between = prefix[cue.end() :]
-            if len(_WORD.findall(between.lower())) <= self.max_words:
-                return True
-        return False
-
-
-def _alternation(patterns: Sequence[str]) -> re.Pattern[str]:
-    if not patterns:
-        return re.compile(r"(?!x)x")
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)

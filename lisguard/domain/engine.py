@@ -8,12 +8,20 @@ message's own, so replaying a feed gives the same alerts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from lisguard.domain.alerts import Alert, EvidenceItem, alert_id
 from lisguard.domain.context import Rule, RuleContext
-from lisguard.domain.facts import ClinicalMessage, Coded, Medication, MedicationAction
+from lisguard.domain.facts import (
+    ClinicalMessage,
+    Coded,
+    LabOrder,
+    Medication,
+    MedicationAction,
+    Observation,
+    PatientId,
+)
 from lisguard.domain.knowledge import Drug, KnowledgeBase, TestCategory
 from lisguard.domain.patient import Exposure, IsotypeStatement, PatientState, RbcTyping
 from lisguard.domain.rules import DEFAULT_RULES
@@ -24,6 +32,8 @@ TYPING = frozenset({TestCategory.RBC_PHENOTYPE, TestCategory.RBC_GENOTYPE})
 MPROTEIN = frozenset({TestCategory.IFE, TestCategory.SPEP})
 # OBX-11 statuses that withdraw a result
 WITHDRAWN = frozenset({"X", "D", "W"})
+# How far a retired identifier's alias chain is followed (A merged into B, B into C, ...).
+MAX_ALIAS_HOPS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,30 +54,67 @@ class Outcome:
 
 
 def patient_keys(msg: ClinicalMessage) -> list[str]:
-    """The states `evaluate` needs for this message."""
+    """The states `evaluate` needs first: the message's patient, the identifiers it merges,
+    links or unlinks. Then `keys_to_follow` says what those states point to."""
     if msg.patient is None:
         return []
-    return [msg.patient.key, *(p.key for p in msg.merged_from if p.key != msg.patient.key)]
+    key = msg.patient.key
+    others = (*msg.merged_from, *msg.linked, *msg.unlinked)
+    return list(dict.fromkeys([key, *(p.key for p in others if p.key != key)]))
+
+
+def resolve(key: str, states: Mapping[str, PatientState]) -> str:
+    """The record a key lands on: a retired identifier's survivor (following the chain)."""
+    seen = {key}
+    for _ in range(MAX_ALIAS_HOPS):
+        state = states.get(key)
+        if state is None or state.alias_of is None or state.alias_of in seen:
+            return key
+        key = state.alias_of
+        seen.add(key)
+    return key
+
+
+def keys_to_follow(
+    msg: ClinicalMessage, states: Mapping[str, PatientState]
+) -> tuple[list[str], list[str]]:
+    """(to lock, to read): states the loaded ones point to and that are not loaded yet - the
+    survivor of a retired identifier (written: lock it), and the records linked to the
+    patient's (only read). The caller loads them and asks again until both are empty (at most
+    MAX_ALIAS_HOPS rounds)."""
+    if msg.patient is None:
+        return [], []
+    lock = [k for k in map(lambda k: resolve(k, states), patient_keys(msg)) if k not in states]
+    lock = [k for k in lock if k not in patient_keys(msg)]  # never seen: nothing to follow
+    if lock:
+        return list(dict.fromkeys(lock)), []
+    main = states.get(resolve(msg.patient.key, states))
+    linked = (resolve(k, states) for k in (main.linked if main else ()))
+    return [], list(dict.fromkeys(k for k in linked if k not in states))
 
 
 def touches_state(msg: ClinicalMessage, kb: KnowledgeBase) -> bool:
-    """Whether the message says anything the patient's state or a rule reads: a merge, a known
-    drug given or ordered, a drug mention in free text, or a test of a category the knowledge
-    base knows. Most of a feed says none of these (a CBC, a chemistry panel for any patient): for
-    those `evaluate` would change nothing and raise nothing, so the state need not even be
-    loaded. Exactly the conditions the recording steps and the rules below start from."""
+    """Whether the message says anything the patient's state or a rule reads: a merge, link or
+    unlink, a known drug given or ordered, a drug mention in free text, a yes to an order
+    question about a drug, or a test of a category the knowledge base knows (a blood product
+    order always is one). Most of a feed says none of these (a CBC, a chemistry panel for any
+    patient): for those `evaluate` would change nothing and raise nothing, so the state need
+    not even be loaded. Exactly the conditions the recording steps and the rules below start
+    from."""
     if msg.patient is None:
         return False
     key = msg.patient.key
-    if any(prior.key != key for prior in msg.merged_from):
+    if any(other.key != key for other in (*msg.merged_from, *msg.linked, *msg.unlinked)):
         return True
     if any(not med.not_given and _drug_of(kb, med) is not None for med in msg.medications):
         return True
     for order in msg.lab_orders:
+        if order.blood_product:
+            return True
         if kb.categorize(order.service) or kb.categorize(order.alt_service):
             return True
         for obs in order.observations:
-            if kb.categorize(obs.code) or kb.categorize(obs.alt_code):
+            if kb.categorize(obs.code) or kb.categorize(obs.alt_code) or _asked(kb, obs):
                 return True
     return any(m.drug.enabled for _, text in _narratives(msg) for m in kb.mentions(text))
 
@@ -91,33 +138,41 @@ def _evaluate(
     rules: Sequence[Rule],
 ) -> Outcome:
     assert msg.patient is not None
-    key = msg.patient.key
+    key = resolve(msg.patient.key, states)  # a retired identifier lands on its survivor
     found = states.get(key)
     before = found or PatientState(key=key)
     # a copy through JSON: 5x cheaper than model_copy(deep=True), and states are JSON anyway
     after = PatientState(key=key) if found is None else _copy(found)
     changes: list[StateChange] = []
-    removed: list[str] = []
+    others: dict[str, PatientState] = {}  # other records this message changes
 
     for prior in msg.merged_from:
-        if prior.key == key:
-            continue
-        old = states.get(prior.key)
-        if old is not None:
-            after.absorb(old)
-            removed.append(prior.key)
-        elif prior.key not in after.merged_from:
-            after.merged_from.append(prior.key)
-        changes.append(StateChange("merge", key, f"{prior.key} merged into {key}"))
+        _merge(after, prior.key, states, others, changes)
+    for linked in msg.linked:
+        _link(after, resolve(linked.key, states), states, others, changes, link=True)
+    for unlinked in msg.unlinked:
+        _link(after, resolve(unlinked.key, states), states, others, changes, link=False)
 
     ctx = RuleContext(msg, key, before, after, kb)
     _record_pharmacy(ctx, changes)
     _record_mentions(ctx, changes)
     _record_lab_findings(ctx, changes)
 
+    # Rules see the record with what its linked records know (A24: one person, two records).
+    view = ctx
+    linked_keys = {resolve(k, states) for k in after.linked} - {key}
+    linked_states = [states[k] for k in sorted(linked_keys) if k in states]
+    if linked_states:
+        before_view, after_view = _copy(before), _copy(after)
+        for st in linked_states:
+            before_view.absorb(st)
+            after_view.absorb(st)
+        view = replace(ctx, before=before_view, after=after_view)
+
+    patient = PatientId.from_key(key)
     alerts: list[Alert] = []
     for rule in rules:
-        for draft in rule(ctx):
+        for draft in rule(view):
             aid = alert_id(key, draft.rule, draft.order)
             if aid in after.alerted:
                 continue  # one alert per patient, rule and order
@@ -126,8 +181,8 @@ def _evaluate(
                 Alert(
                     id=aid,
                     rule=draft.rule,
-                    patient=msg.patient.id,
-                    patient_authority=msg.patient.authority,
+                    patient=patient.id,
+                    patient_authority=patient.authority,
                     message=msg.key.control_id,
                     order=draft.order,
                     severity=draft.severity,
@@ -140,11 +195,68 @@ def _evaluate(
                     sources=tuple(draft.sources),
                 )
             )
-    if after == before and not removed:
-        return Outcome({}, [], alerts, changes)
-    if msg.time is not None:
-        after.updated = msg.time
-    return Outcome({key: after}, removed, alerts, changes)
+    changed = {k: st for k, st in others.items() if st != states.get(k)}
+    if after != before:
+        if msg.time is not None:
+            after.updated = msg.time
+        changed[key] = after
+    return Outcome(changed, [], alerts, changes)
+
+
+def _merge(
+    after: PatientState,
+    prior: str,
+    states: Mapping[str, PatientState],
+    others: dict[str, PatientState],
+    changes: list[StateChange],
+) -> None:
+    """MRG-1 into the message's patient: its state moves to the survivor, and the retired
+    identifier stays behind as an alias (`alias_of`), so that messages still using it land on
+    the survivor. A record already merged elsewhere keeps pointing where it points."""
+    key = after.key
+    if prior == key or resolve(prior, states) == key:
+        return  # the same merge again (a resend under a new control id)
+    old = states.get(prior)
+    if old is not None and old.alias_of is not None:
+        return  # merged into another record before: a merge is never undone or moved
+    if old is not None:
+        after.absorb(old)
+    elif prior not in after.merged_from:
+        after.merged_from.append(prior)
+    after.linked = [k for k in after.linked if k != prior]
+    others[prior] = PatientState(key=prior, alias_of=key)
+    changes.append(StateChange("merge", key, f"{prior} merged into {key}"))
+
+
+def _link(
+    after: PatientState,
+    other_key: str,
+    states: Mapping[str, PatientState],
+    others: dict[str, PatientState],
+    changes: list[StateChange],
+    *,
+    link: bool,
+) -> None:
+    """A24 links two records (both keep their own state; the rules read both), A37 unlinks
+    them. A merged pair is one record: an unlink never undoes a merge."""
+    key = after.key
+    if other_key == key:
+        if not link:
+            changes.append(StateChange("unlink", key, f"{key}: merged records stay merged"))
+        return
+    if other_key not in others:
+        found = states.get(other_key)
+        others[other_key] = PatientState(key=other_key) if found is None else _copy(found)
+    them = others[other_key]
+    if link:
+        for a, b in ((after, other_key), (them, key)):
+            if b not in a.linked:
+                a.linked.append(b)
+        changes.append(StateChange("link", key, f"{key} linked with {other_key}"))
+    else:
+        after.linked = [k for k in after.linked if k != other_key]
+        them.linked = [k for k in them.linked if k != key]
+        changes.append(StateChange("unlink", key, f"{key} unlinked from {other_key}"))
 
 
 def _exposure(ctx: RuleContext, drug: Drug, kind: str, changes: list[StateChange]) -> Exposure:
@@ -197,51 +309,54 @@ def _record_mentions(ctx: RuleContext, changes: list[StateChange]) -> None:
     times = [t for t in (msg.time, *(o.time for o in msg.lab_orders)) if t is not None]
     when = min(times) if times else None
     for location, text in texts:
-        for mention in ctx.kb.mentions(text):
+        for mention in ctx.kb.mentions(text, now=msg.time):
             if not mention.drug.enabled:
                 continue
+            # "discontinued 2019", "last dose 03/2024": the mention is dated by what it says
+            at = mention.dated or when
             ev = EvidenceItem(
-                message=msg.key.control_id, location=location, text=text[:200], time=when
+                message=msg.key.control_id, location=location, text=text[:200], time=at
             )
-            _exposure(ctx, mention.drug, "mention", changes).add_point(when, "mention", ev)
+            _exposure(ctx, mention.drug, "mention", changes).add_point(at, "mention", ev)
 
 
 def _record_lab_findings(ctx: RuleContext, changes: list[StateChange]) -> None:
-    """Test categories per order; RBC typing, K status and M-protein isotype from results."""
+    """Test categories per order; RBC typing, K status and M-protein isotype from results;
+    order questions answered yes; the one number each order goes by."""
     kb, msg, after = ctx.kb, ctx.message, ctx.after
     control_id = msg.key.control_id
     for order in msg.lab_orders:
-        panel_cats = kb.categorize(order.service) | kb.categorize(order.alt_service)
+        categorize = kb.categorize_product if order.blood_product else kb.categorize
+        panel_cats = categorize(order.service) | categorize(order.alt_service)
         cats = set(panel_cats)
+        if order.blood_product and (
+            TestCategory.BLOOD_PRODUCT_ORDER in cats or TestCategory.NON_RBC_PRODUCT not in cats
+        ):
+            # OMB/BPS/BTS: a product not known to be platelets, plasma or cryo is taken for red
+            # cells (the safe side: a crossmatch is then due)
+            cats.add(TestCategory.BLOOD_PRODUCT_ORDER)
         typing: RbcTyping | None = None
         isotype: IsotypeStatement | None = None
         for obs in order.observations:
             obs_cats = kb.categorize(obs.code) | kb.categorize(obs.alt_code)
             if not obs_cats and panel_cats & TYPING:
-                # inside a phenotype panel a bare "K" is the K antigen, not potassium
+                # inside a phenotype panel a bare "K" is the K antigen, not potassium, and a
+                # value in Kell notation ("KEL*01/KEL*02") is the K result
                 named = kb.antigen_named(obs.code.text) or kb.antigen_named(obs.code.code)
-                if named:
+                if named or any(kb.kell_notation(v) is not None for v in obs.values):
                     obs_cats = panel_cats & TYPING
             cats |= obs_cats
             if obs.status in WITHDRAWN or not obs.values:
                 continue
             when = obs.time or order.time or msg.time
+            _record_answer(ctx, order, obs, changes)
             if obs_cats & TYPING:
                 kind = "genotype" if TestCategory.RBC_GENOTYPE in obs_cats else "phenotype"
                 if typing is None:
                     typing = RbcTyping(kind=kind, time=when, message=control_id)
                 elif kind == "genotype":
                     typing.kind = kind
-                definition = kb.test_for(obs.code) or kb.test_for(obs.alt_code)
-                antigen = definition.antigen if definition is not None else None
-                if not antigen and panel_cats & TYPING:
-                    antigen = kb.antigen_named(obs.code.text) or kb.antigen_named(obs.code.code)
-                if antigen:
-                    for value in obs.values:
-                        status = kb.antigen_status(antigen, value)
-                        if status is not None:
-                            typing.antigens[antigen] = status
-                            break
+                _read_antigens(kb, obs, obs_cats, typing)
             if isotype is None and (obs_cats | cats) & MPROTEIN:
                 isotype = _isotype_in(kb, obs.values, when, control_id)
         if isotype is None and cats & MPROTEIN:
@@ -257,7 +372,71 @@ def _record_lab_findings(ctx: RuleContext, changes: list[StateChange]) -> None:
                 f"{a}{'+' if v else '-'}" for a, v in sorted(typing.antigens.items())
             )
             changes.append(StateChange("typing", ctx.patient_key, f"{typing.kind} {antigens}"))
+        if cats:  # an order the rules read: remembered under one number (placer or filler)
+            number = after.order_number(order.placer, order.filler)
+            if number and number != order.order_id:
+                order = replace(order, order_id=number)
+        ctx.orders.append(order)
         ctx.order_categories.append(frozenset(cats))
+
+
+def _read_antigens(
+    kb: KnowledgeBase,
+    obs: Observation,
+    cats: frozenset[TestCategory],
+    typing: RbcTyping,
+) -> None:
+    """The antigens one typing OBX states: by its definition's antigen ("K ANTIGEN"), by a bare
+    antigen name inside a typing panel ("K"), else K read from Kell notation in the value
+    itself ("KEL*01/KEL*02", "KEL:1,2", "K+k+") under a Kell or whole-panel name."""
+    definition = kb.test_for(obs.code) or kb.test_for(obs.alt_code)
+    antigen = definition.antigen if definition is not None else None
+    if not antigen and cats & TYPING:
+        antigen = kb.antigen_named(obs.code.text) or kb.antigen_named(obs.code.code)
+    if antigen:
+        for value in obs.values:
+            status = kb.antigen_status(antigen, value)
+            if status is not None:
+                typing.antigens[antigen] = status
+                return
+        if antigen != "K":
+            return
+    for value in obs.values:
+        status = kb.kell_notation(value)
+        if status is not None:
+            typing.antigens["K"] = status
+            return
+
+
+def _asked(kb: KnowledgeBase, obs: Observation) -> bool:
+    """An order question about a drug answered yes ("Received daratumumab in the last 6
+    months?" = Y)."""
+    return bool(kb.drugs_asked_about(obs.code, obs.alt_code)) and any(
+        kb.answer(v) is True for v in obs.values
+    )
+
+
+def _record_answer(
+    ctx: RuleContext, order: LabOrder, obs: Observation, changes: list[StateChange]
+) -> None:
+    """A yes to an order question about a drug is exposure evidence, dated at the order; a no
+    (or "unknown") is not."""
+    drugs = ctx.kb.drugs_asked_about(obs.code, obs.alt_code)
+    if not drugs:
+        return
+    answer = next((a for a in map(ctx.kb.answer, obs.values) if a is not None), None)
+    if answer is not True:
+        return
+    when = order.time or ctx.message.time
+    question = obs.code.text or obs.alt_code.text or obs.code.code
+    ev = EvidenceItem(
+        message=ctx.message.key.control_id,
+        location="OBX-5",
+        text=f"{question} = {obs.values[0]}"[:200],
+        time=when,
+    )
+    for drug in drugs:
+        _exposure(ctx, drug, "question", changes).add_point(when, "question", ev)
 
 
 def _isotype_in(
@@ -271,7 +450,14 @@ def _isotype_in(
 
 
 def _drug_of(kb: KnowledgeBase, med: Medication) -> Drug | None:
-    return drug_of_codes(kb, med.codes)
+    """The drug a pharmacy segment names; its subcutaneous form when RXR-1 says SC (an
+    isatuximab order given subcutaneously is Sarclisa SC, not the IV product)."""
+    drug = drug_of_codes(kb, med.codes)
+    if drug is not None and drug.subcutaneous_form and kb.is_subcutaneous(med.route):
+        sc = kb.drugs.get(drug.subcutaneous_form)
+        if sc is not None and sc.enabled:
+            return sc
+    return drug
 
 
 def drug_of_codes(kb: KnowledgeBase, codes: Iterable[Coded]) -> Drug | None:

@@ -77,6 +77,7 @@ class Medication:
     order_id: str
     location: str  # segment-field that named the drug, e.g. "RXA-5"
     not_given: bool = False  # RXA-20 completion status RE/NA, or an order cancelled (ORC-1 CA/DC)
+    route: str = ""  # RXR-1 / RXE-6 / RXA-... route as written ("SC", "SUBQ^Subcutaneous", "IV")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,7 @@ class Observation:
 class LabOrder:
     """An OBR (with its ORC and OBX/NTE children): a test ordered or resulted."""
 
-    order_id: str  # placer or filler order number; falls back to MSH-10 + OBR-1
+    order_id: str  # placer, else filler order number; falls back to MSH-10 + OBR-1
     service: Coded  # OBR-4 universal service id
     alt_service: Coded  # OBR-4 alternate triplet (components 4-6)
     time: datetime | None  # OBR-7 observation time, else ORC-9, else MSH-7
@@ -106,6 +107,12 @@ class LabOrder:
     observations: tuple[Observation, ...] = ()
     notes: tuple[str, ...] = ()  # NTE-3 under the OBR/OBX
     clinical_info: str = ""  # OBR-13 relevant clinical information
+    placer: str = ""  # OBR-2, else ORC-2 (entity id)
+    filler: str = ""  # OBR-3, else ORC-3
+    # "BPO", "BPX" or "BTX" when the order is a blood product order, dispense or transfusion
+    # by its structure (OMB^O27, BPS^O29, BTS^O31), whatever its product code says
+    blood_product: str = ""
+    service_field: str = "OBR-4"  # where `service` was read (BPO-2, BPX-6, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +137,8 @@ class ClinicalMessage:
     lab_orders: tuple[LabOrder, ...] = ()
     free_text: tuple[FreeText, ...] = ()
     merged_from: tuple[PatientId, ...] = ()  # MRG-1: prior ids now part of `patient`
+    linked: tuple[PatientId, ...] = ()  # ADT^A24: the second PID, now linked to `patient`
+    unlinked: tuple[PatientId, ...] = ()  # ADT^A37: the second PID, no longer linked
     notes: tuple[str, ...] = field(default=())  # translator remarks (e.g. unreadable timestamp)
 
     @property

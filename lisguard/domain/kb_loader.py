@@ -12,6 +12,8 @@ A site file (see config/site.example.yaml) is one YAML mapping with any of:
   ``exclude_patterns`` are ADDED to ours, every other key replaces.
 - ``interpretation``: the structure of interpretation.yaml, every list ADDED to ours
   (``antigens.K: [...]`` adds symbols for K), scalars replaced.
+- ``identity``: which identifiers name one patient (lisguard.domain.identity); each key given
+  replaces ours (a later site file's key replaces an earlier one's).
 
 Any problem raises KnowledgeBaseError naming the file and the key path.
 """
@@ -30,6 +32,7 @@ from lisguard.domain.drugs import ndc_key
 from lisguard.domain.kb_models import (
     Drug,
     DrugsFile,
+    IdentityRules,
     InterpretationFile,
     TestDefinition,
     TestsFile,
@@ -40,7 +43,7 @@ ADDITIVE = {
     "drugs": frozenset({"local_codes"}),
     "tests": frozenset({"local_codes", "loinc", "name_patterns", "exclude_patterns"}),
 }
-SITE_KEYS = frozenset({"default_window_months", "drugs", "tests", "interpretation"})
+SITE_KEYS = frozenset({"default_window_months", "drugs", "tests", "interpretation", "identity"})
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", Drug, TestDefinition)
@@ -149,6 +152,7 @@ class Loaded:
         self.drugs = drugs
         self.tests = tests
         self.interpretation = interpretation
+        self.identity = IdentityRules()
 
 
 def load_base(base_dir: Path) -> Loaded:
@@ -193,6 +197,12 @@ def apply_site(loaded: Loaded, path: Path) -> None:
             raise KnowledgeBaseError(f"{path}: interpretation: must be a mapping")
         merged = _deep_add(loaded.interpretation.model_dump(), raw)
         loaded.interpretation = _validate(InterpretationFile, merged, path, "interpretation")
+    if "identity" in data:
+        raw = data["identity"]
+        if not isinstance(raw, dict):
+            raise KnowledgeBaseError(f"{path}: identity: must be a mapping")
+        merged = {**loaded.identity.model_dump(), **raw}
+        loaded.identity = _validate(IdentityRules, merged, path, "identity")
 
 
 def check_drug_codes(loaded: Loaded, where: str) -> None:
@@ -205,7 +215,10 @@ def check_drug_codes(loaded: Loaded, where: str) -> None:
             *(("HCPCS", c.upper()) for c in drug.hcpcs),
             *(("local code", c.strip().upper()) for c in drug.local_codes),
             *(("name", " ".join(re.findall(r"[a-z0-9]+", n.lower()))) for n in drug.names()),
-            *(("alias", "".join(re.findall(r"[a-z0-9]+", a.lower()))) for a in drug.text_aliases),
+            *(
+                ("alias", "".join(re.findall(r"[a-z0-9]+", a.lower())))
+                for a in (*drug.text_aliases, *drug.context_aliases)
+            ),
         ]
         for kind, value in dict.fromkeys(claims):
             other = owner.setdefault((kind, value), drug.id)

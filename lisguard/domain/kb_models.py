@@ -32,13 +32,20 @@ class TestCategory(StrEnum):
     DAT = "dat"
     SPEP = "spep"
     IFE = "ife"
-    FLOW_MRD = "flow_mrd"
+    FLOW_MRD = "flow_mrd"  # plasma-cell (myeloma) MRD / plasma-cell panel
+    ALL_FLOW_MRD = "all_flow_mrd"  # B-/T-lymphoblastic leukaemia MRD by flow
     RBC_PHENOTYPE = "rbc_phenotype"
     RBC_GENOTYPE = "rbc_genotype"
+    # A red-cell product ordered, dispensed or transfused: it implies a crossmatch (DOMAIN.md,
+    # "How real feeds carry blood bank and order information").
+    BLOOD_PRODUCT_ORDER = "blood_product_order"
+    # Platelets, plasma, cryoprecipitate: no red cells to crossmatch.
+    NON_RBC_PRODUCT = "non_rbc_product"
 
 
 class DrugClass(StrEnum):
     ANTI_CD38 = "anti_cd38"
+    ANTI_CD47 = "anti_cd47"
     ANTI_SLAMF7 = "anti_slamf7"
     BCMA_BISPECIFIC = "bcma_bispecific"
     GPRC5D_BISPECIFIC = "gprc5d_bispecific"
@@ -130,6 +137,13 @@ class Drug(_Record):
     generic_names: list[Text] = []
     brand_names: list[Text] = []
     text_aliases: list[Text] = []
+    # Shorthand that is also a person's name or an ordinary abbreviation ("Dara", "DRd", "DVd"):
+    # it names the drug in a pharmacy segment, but in free text only next to medication context
+    # (a dose, "on ...", "cycle N", a medication list): lisguard.domain.mentions.
+    context_aliases: list[Text] = []
+    # The drug a pharmacy message means when its route (RXR-1, RXE-6...) says subcutaneous,
+    # e.g. isatuximab -> isatuximab_sc.
+    subcutaneous_form: str | None = None
     ndc: list[Ndc] = []
     rxnorm: list[RxCui] = []
     hcpcs: list[Hcpcs] = []
@@ -138,6 +152,8 @@ class Drug(_Record):
     effects: frozenset[Effect] = frozenset()
     drug_specific_ife: bool = False
     window_months: int | None = Field(default=None, ge=1, le=120)
+    # Stands for any drug of its class: what a yes to "daratumumab or isatuximab?" records.
+    stands_for_class: bool = False
     sources: list[str] = []
     enabled: bool = True
 
@@ -163,8 +179,41 @@ class TestDefinition(_Record):
     name_patterns: list[Regex] = []
     exclude_patterns: list[Regex] = []
     antigen: str | None = None
+    # Matched only against the product of a blood product segment (BPO-2, BPX-6/8, BTX-3/5),
+    # where "Platelets" is a product, not the platelet count of a CBC.
+    blood_product_only: bool = False
     sources: list[str] = []
     enabled: bool = True
+
+
+class IdentityRules(BaseModel):
+    """Which identifiers name the same patient (a site setting; lisguard.domain.identity)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Groups of PID-3.4 assigning authorities (namespace id or universal id) that are one
+    # register; the first of each group is the name lisguard keys the patient under.
+    authorities: list[list[Text]] = []
+    # PID-3.5 identifier types that carry the patient's MRN, in order of preference.
+    identifier_types: list[Text] = ["MR"]
+    # The authority of an identifier that has none (a pharmacy feed's bare "123456"); "" keeps
+    # such identifiers apart from every register.
+    bare_ids: str = ""
+    # "0012345" and "12345" are one MRN (feeds that zero-pad to a fixed width).
+    strip_leading_zeros: bool = False
+
+    @field_validator("authorities")
+    @classmethod
+    def _disjoint(cls, groups: list[list[str]]) -> list[list[str]]:
+        seen: dict[str, int] = {}
+        for i, group in enumerate(groups):
+            if not group:
+                raise ValueError(f"group {i} is empty")
+            for name in group:
+                other = seen.setdefault(name.strip().upper(), i)
+                if other != i:
+                    raise ValueError(f"{name!r} is in group {other} and group {i}")
+        return groups
 
 
 class DrugsFile(BaseModel):
@@ -212,6 +261,49 @@ class NegationRules(BaseModel):
     cues: list[Regex]
     pseudo: list[Regex] = []
     terminators: list[Regex] = []
+    # Written after the term: "daratumumab: none", "Hx of daratumumab? No" (matched at the
+    # term's end, so anchor with ^).
+    after: list[Regex] = []
+    # Between a negated mention and the next one, a list goes on ("no daratumumab,
+    # isatuximab or elotuzumab"): the next mention is negated too (fullmatch of the gap).
+    list_gap: list[Regex] = []
+
+
+class MedicationContext(BaseModel):
+    """When a context alias ("dara", "DRd") names the drug in free text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    before: list[Regex] = []  # just before the alias ("on ", "started ") - matched at its end
+    after: list[Regex] = []  # just after it (" 1800 mg", " cycle 4", "-VRd") - matched with ^
+    list_labels: list[Regex] = []  # the text is a medication list ("Medications: ...")
+    # just after the alias, a person's surname ("Dara Nguyen RN"): never the drug
+    person_after: list[Regex] = []
+
+
+class MentionDates(BaseModel):
+    """Dates in the sentence of a mention that date it ("discontinued 2019", "last dose
+    03/2024"); a date after one of `start_words` is when it began, not when it ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_words: list[Regex] = []
+    not_a_year_after: list[Regex] = []  # "2000 mg" is a dose
+
+
+class Answers(BaseModel):
+    """Order-question answers (OBX-5 of an ask-at-order-entry question)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    affirmative: list[Regex] = []
+    negative: list[Regex] = []  # "unknown" counts as not yes
+
+
+class Routes(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subcutaneous: list[Regex] = []  # RXR-1 route codes and texts meaning subcutaneous
 
 
 class MProteinRules(BaseModel):
@@ -219,6 +311,9 @@ class MProteinRules(BaseModel):
 
     heavy_light: list[Regex]
     light_chain_only: list[Regex] = []
+    # A light chain alone is no M-protein isotype in a sentence that reports a free light chain
+    # assay ("kappa free light chain 45.1 mg/L ... ratio 4.42"); nor when a number follows it.
+    light_chain_measured: list[Regex] = []
     max_words: int = Field(ge=0, le=20)
     before: list[Regex] = []
     after: list[Regex] = []
@@ -249,3 +344,7 @@ class InterpretationFile(BaseModel):
     panreactive: PanreactiveRules
     negation: NegationRules
     mprotein: MProteinRules
+    medication_context: MedicationContext = MedicationContext()
+    mention_dates: MentionDates = MentionDates()
+    answers: Answers = Answers()
+    routes: Routes = Routes()

@@ -16,12 +16,14 @@ scans, with per-code caches.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import lisguard
 from lisguard.domain.catalog import Interpreter, TestCatalog
 from lisguard.domain.drugs import DrugMatcher, DrugMention
 from lisguard.domain.facts import Coded
+from lisguard.domain.identity import PatientIdentity
 from lisguard.domain.kb_loader import (
     KnowledgeBaseError,
     Loaded,
@@ -33,6 +35,7 @@ from lisguard.domain.kb_models import (
     Drug,
     DrugClass,
     Effect,
+    IdentityRules,
     InterpretationFile,
     TestCategory,
     TestDefinition,
@@ -53,6 +56,7 @@ __all__ = [
 
 # The repository's config/knowledge (an editable install or a checkout). A non-editable install
 # does not ship it: pass base_dir= (e.g. from the service settings) there.
+_NO_CODE = Coded()
 DEFAULT_KNOWLEDGE_DIR = Path(lisguard.__file__).resolve().parents[1] / "config" / "knowledge"
 
 
@@ -70,13 +74,18 @@ class KnowledgeBase:
         drugs: dict[str, Drug],
         tests: dict[str, TestDefinition],
         interpretation: InterpretationFile,
+        identity: IdentityRules | None = None,
     ) -> None:
         self.default_window_months = default_window_months
         self.drugs = drugs
         self.tests = tests
         self.interpretation = interpretation
-        self._drugs = DrugMatcher(drugs.values(), interpretation.negation)
+        self.identity = PatientIdentity(identity)
+        self._drugs = DrugMatcher(drugs.values(), interpretation)
+        self._stand_ins = {d.drug_class: d for d in drugs.values() if d.stands_for_class}
+        self._asked: dict[tuple[str, str, str], list[Drug]] = {}
         self._catalog = TestCatalog(tests.values())
+        self._products = TestCatalog(tests.values(), products=True)
         self._interpreter = Interpreter(interpretation)
 
     # ------------------------------------------------------------------ drugs
@@ -98,16 +107,50 @@ class KnowledgeBase:
         "Darzalex", "daratumumab and hyaluronidase-fihj" over "daratumumab")."""
         return self._drugs.for_text(text)
 
-    def mentions(self, text: str) -> list[DrugMention]:
+    def mentions(self, text: str, now: datetime | None = None) -> list[DrugMention]:
         """Drugs a person's free text says the patient is or was on: non-negated mentions, one
-        per drug ("no daratumumab" -> none; "discontinued daratumumab 3/2026" -> counts)."""
-        return self._drugs.mentions(text)
+        per drug ("no daratumumab" -> none; "discontinued daratumumab 3/2026" -> counts, dated
+        2026-03-31), each with the date its sentence states (lisguard.domain.mentions)."""
+        return self._drugs.mentions(text, now)
+
+    def drugs_asked_about(self, question: Coded, alternate: Coded = _NO_CODE) -> list[Drug]:
+        """The enabled drugs an order question names ("Has the patient received daratumumab or
+        isatuximab in the last 6 months?"). Two drugs of one class, or the class itself,
+        are the class's stand-in (anti_cd38_unspecified): a yes says the patient had one of
+        them, not which."""
+        key = (question.text, question.code, alternate.text)
+        found = self._asked.get(key)
+        if found is None:
+            text = question.text or alternate.text
+            named = self._drugs.named_in(text) if text else []
+            by_class: dict[DrugClass, list[Drug]] = {}
+            for drug in named:
+                by_class.setdefault(drug.drug_class, []).append(drug)
+            found = []
+            for drug_class, drugs in by_class.items():
+                stand_in = self._stand_ins.get(drug_class)
+                if stand_in is not None and (len(drugs) > 1 or stand_in in drugs):
+                    drugs = [stand_in]
+                found.extend(d for d in drugs if d.enabled)
+            if len(self._asked) > 4096:
+                self._asked.clear()
+            self._asked[key] = found
+        return found
+
+    def is_subcutaneous(self, route: str) -> bool:
+        """RXR-1 says subcutaneous ("SC", "SUBQ^Subcutaneous", "SQ")."""
+        return self._interpreter.is_subcutaneous(route)
 
     # ------------------------------------------------------------------ tests
     def categorize(self, coded: Coded) -> frozenset[TestCategory]:
         """Union of the categories of every definition the element matches by LOINC, local
         code or name; empty when unknown."""
         return self._catalog.categorize(coded)
+
+    def categorize_product(self, coded: Coded) -> frozenset[TestCategory]:
+        """categorize for the product of a blood product segment (BPO-2, BPX-6, ...): also
+        the entries that only make sense there ("Platelets" is a product, not a count)."""
+        return self._products.categorize(coded)
 
     def test_for(self, coded: Coded) -> TestDefinition | None:
         """The best matching definition: a code match over a name match, an antigen-specific
@@ -139,6 +182,15 @@ class KnowledgeBase:
         "free kappa light chain"); None when none is stated or it is negated."""
         return self._interpreter.mprotein_isotype(text)
 
+    def kell_notation(self, value: str) -> bool | None:
+        """K status from Kell notation in a value: "KEL:1,2" / "KEL*01.01/KEL*02" / "K+k+" ->
+        True; "KEL:-1,2" / "KEL*02/KEL*02" / "K-k+" -> False; else None."""
+        return self._interpreter.kell_notation(value)
+
+    def answer(self, value: str) -> bool | None:
+        """An order question's answer: True for yes, False for no or unknown, else None."""
+        return self._interpreter.answer(value)
+
     def antigen_status(self, antigen: str, value: str) -> bool | None:
         """Whether a typing result says the antigen is present: ("K", "POS") -> True,
         ("K", "K-k+") -> False, ("K", "k+") -> None (that is little k)."""
@@ -156,5 +208,9 @@ def load_knowledge_base(
         apply_site(loaded, Path(path))
         check_drug_codes(loaded, str(path))
     return KnowledgeBase(
-        loaded.default_window_months, loaded.drugs, loaded.tests, loaded.interpretation
+        loaded.default_window_months,
+        loaded.drugs,
+        loaded.tests,
+        loaded.interpretation,
+        loaded.identity,
     )

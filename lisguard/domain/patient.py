@@ -16,6 +16,7 @@ from lisguard.domain.alerts import EvidenceItem
 
 MAX_EVIDENCE = 5
 MAX_RECORDS = 10
+MAX_ORDER_NUMBERS = 200  # placer/filler pairs remembered: a few months of a patient's orders
 
 
 class Exposure(BaseModel):
@@ -66,7 +67,14 @@ class PatientState(BaseModel):
     k_positive: bool | None = None  # K (KEL1) antigen status, None when unknown
     isotypes: list[IsotypeStatement] = Field(default_factory=list)
     alerted: list[str] = Field(default_factory=list)  # alert ids already raised
-    merged_from: list[str] = Field(default_factory=list)
+    merged_from: list[str] = Field(default_factory=list)  # retired identifiers: aliases of this
+    # Set on a retired identifier's record after a merge: the survivor's key. Such a record
+    # holds nothing else; a message that still uses the retired identifier lands on the survivor.
+    alias_of: str | None = None
+    linked: list[str] = Field(default_factory=list)  # ADT^A24 links (A37 removes them)
+    # "P:<placer>" / "F:<filler>" -> the order number alerts use for that order: an order is one
+    # order whichever of its numbers a later message carries.
+    order_numbers: dict[str, str] = Field(default_factory=dict)
     updated: datetime | None = None
 
     def first_point(self, drugs: set[str] | None = None) -> datetime | None:
@@ -140,8 +148,36 @@ class PatientState(BaseModel):
             if a not in self.alerted:
                 self.alerted.append(a)
         for key in [other.key, *other.merged_from]:
-            if key not in self.merged_from:
+            if key not in self.merged_from and key != self.key:
                 self.merged_from.append(key)
+        for key in other.linked:
+            if key not in self.linked and key != self.key and key not in self.merged_from:
+                self.linked.append(key)
+        for number, canonical in other.order_numbers.items():
+            self.order_numbers.setdefault(number, canonical)
+        self._bound_order_numbers()
+
+    def order_number(self, placer: str, filler: str) -> str:
+        """The number alerts use for the order with these numbers, remembering the pair: the
+        first number an alert or a message used for it (an ORM with both, then an ORU with the
+        filler number only, is one order)."""
+        keys = [k for k in (f"P:{placer}" if placer else "", f"F:{filler}" if filler else "") if k]
+        if not keys:
+            return ""
+        canonical = next(
+            (self.order_numbers[k] for k in keys if k in self.order_numbers), placer or filler
+        )
+        if len(keys) == 2:
+            for k in keys:
+                self.order_numbers[k] = canonical
+            self._bound_order_numbers()
+        return canonical
+
+    def _bound_order_numbers(self) -> None:
+        extra = len(self.order_numbers) - MAX_ORDER_NUMBERS
+        if extra > 0:  # dicts keep insertion order: the oldest pairs go first
+            for k in list(self.order_numbers)[:extra]:
+                del self.order_numbers[k]
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:

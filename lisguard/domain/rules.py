@@ -16,6 +16,7 @@ from lisguard.domain.knowledge import Effect, TestCategory
 
 R = Recommendation
 ANTI_CD38 = "anti_cd38"
+ANTI_CD47 = "anti_cd47"
 
 
 def baseline_workup(ctx: RuleContext) -> Iterable[AlertDraft]:
@@ -45,34 +46,55 @@ def baseline_workup(ctx: RuleContext) -> Iterable[AlertDraft]:
     )
 
 
+BLOOD_BANK = frozenset({TestCategory.IAT_SEROLOGY, TestCategory.BLOOD_PRODUCT_ORDER})
+
+
 def bb_serology(ctx: RuleContext) -> Iterable[AlertDraft]:
-    """IAT-phase blood bank test while a red-cell-affecting exposure is active."""
+    """IAT-phase blood bank test, or a red-cell product order (it implies a crossmatch), while
+    a red-cell-affecting exposure is active."""
     rbc_drugs = ctx.drugs_with(Effect.RBC_SEROLOGY)
     for order, cats in ctx.lab_orders():
-        if TestCategory.IAT_SEROLOGY not in cats:
+        if not cats & BLOOD_BANK:
             continue  # ABO/RhD alone has no AHG phase: never alerts
         when = ctx.order_time(order)
         active = ctx.active(when, Effect.RBC_SEROLOGY)
         if not active:
             continue
-        recs = [R.DTT_TREATED_REAGENT_CELLS]
-        advice = ["use DTT-treated reagent cells"]
-        if ctx.after.k_positive is not True:
-            recs.append(R.KELL_NEGATIVE_UNITS)
-            advice.append("give K-negative units")
+        recs: list[Recommendation] = []
+        advice = []
+        if any(a.drug.drug_class != ANTI_CD47 for a in active):
+            # DTT denatures Kell antigens, hence K-negative units [BRANCH] [BBGUY]
+            recs.append(R.DTT_TREATED_REAGENT_CELLS)
+            advice.append("use DTT-treated reagent cells")
+            if ctx.after.k_positive is not True:
+                recs.append(R.KELL_NEGATIVE_UNITS)
+                advice.append("give K-negative units")
+        if any(a.drug.drug_class == ANTI_CD47 for a in active):
+            recs.append(R.ANTI_CD47_WORKUP)
+            advice.append(
+                "anti-CD47: DTT will not help, use a non-IgG4 anti-IgG and alloadsorption"
+            )
         if ctx.after.has_pretreatment_typing(rbc_drugs):
             recs.append(R.PHENOTYPE_MATCHED_UNITS)
             advice.append("pre-treatment phenotype on file: antigen-match units")
+        what = (
+            "red cells ordered: the crossmatch will be panreactive"
+            if TestCategory.IAT_SEROLOGY not in cats
+            else "expect panreactive IAT"
+        )
+        sources = ["DARZALEX", "ANZSBT", "BBGUY", "SURVEY"]
+        if R.ANTI_CD47_WORKUP in recs:
+            sources.append("VELLIQUETTE 2019")
         yield AlertDraft(
             rule=RuleId.BB_SEROLOGY,
             order=order.order_id,
             severity=Severity.HIGH,
             recommendations=recs,
-            text=f"{_on(active)}: expect panreactive IAT; {'; '.join(advice)}.",
+            text=f"{_on(active)}: {what}; {'; '.join(advice)}.",
             drugs=[a.drug.id for a in active],
             event_time=when,
             evidence=_evidence(ctx, order, active),
-            sources=["DARZALEX", "ANZSBT", "BBGUY", "SURVEY"],
+            sources=sources,
         )
 
 
@@ -109,24 +131,37 @@ def spep_ife(ctx: RuleContext) -> Iterable[AlertDraft]:
 
 
 def flow_mrd(ctx: RuleContext) -> Iterable[AlertDraft]:
-    """Flow-cytometry MRD / plasma-cell panel while an anti-CD38 exposure is active."""
+    """Flow-cytometry MRD while an anti-CD38 exposure is active: plasma-cell (myeloma) panels
+    get CD38-independent gating; lymphoblastic leukaemia panels, where CD38 is a blast marker,
+    get CD38_EPITOPE_MASKED [VAKRMANOVA 2022], never plasma-cell gating advice. Other MRD
+    panels (CLL, AML, ...) are not read as either."""
     for order, cats in ctx.lab_orders():
-        if TestCategory.FLOW_MRD not in cats:
+        plasma_cell = TestCategory.FLOW_MRD in cats
+        if not plasma_cell and TestCategory.ALL_FLOW_MRD not in cats:
             continue
         when = ctx.order_time(order)
         active = ctx.active(when, Effect.CD38_FLOW)
         if not active:
             continue
+        if plasma_cell:
+            rec, sources = R.CD38_INDEPENDENT_GATING, ["NG 2021", "EUROFLOW 2016"]
+            tail = "CD38 on plasma cells is masked; gate without relying on CD38"
+        else:
+            rec, sources = R.CD38_EPITOPE_MASKED, ["VAKRMANOVA 2022"]
+            tail = (
+                "CD38 on blasts may read falsely negative; use a CD38 antibody to an epitope the"
+                " drug does not block"
+            )
         yield AlertDraft(
             rule=RuleId.FLOW_MRD,
             order=order.order_id,
             severity=Severity.MEDIUM,
-            recommendations=[R.CD38_INDEPENDENT_GATING],
-            text=f"{_on(active)}: CD38 on plasma cells is masked; gate without relying on CD38.",
+            recommendations=[rec],
+            text=f"{_on(active)}: {tail}.",
             drugs=[a.drug.id for a in active],
             event_time=when,
             evidence=_evidence(ctx, order, active),
-            sources=["NG 2021", "EUROFLOW 2016"],
+            sources=sources,
         )
 
 
@@ -188,10 +223,21 @@ def _past_exposure(ctx: RuleContext, when: datetime | None) -> str:
 
 
 def _on(active: list[ActiveExposure]) -> str:
-    parts = []
-    for a in active:
-        parts.append(f"{a.drug.name} (last {_day(a.last_point)}, window to {_day(a.window_end)})")
+    parts = [f"{a.drug.name} ({_how(a)}, window to {_day(a.window_end)})" for a in active]
     return "On " + ", ".join(parts)
+
+
+def _how(a: ActiveExposure) -> str:
+    """What the last exposure point was: a dose is a dose; a mention is not ("last" would read
+    as a dose given)."""
+    if a.last_dose is not None and a.last_dose == a.last_point:
+        return f"last dose {_day(a.last_dose)}"
+    kinds = set(a.kinds)
+    if kinds & {"order", "dispense", "give"}:
+        return f"last ordered/planned {_day(a.last_point)}"
+    if "question" in kinds:
+        return f"stated at order entry {_day(a.last_point)}"
+    return f"mentioned in free text {_day(a.last_point)}"
 
 
 def _day(when: datetime | None) -> str:
@@ -202,7 +248,7 @@ def _order_evidence(ctx: RuleContext, order: LabOrder) -> EvidenceItem:
     svc = order.service
     return EvidenceItem(
         message=ctx.message.key.control_id,
-        location="OBR-4",
+        location=order.service_field,
         text="^".join(p for p in (svc.code, svc.text, svc.system) if p),
         time=ctx.order_time(order),
     )

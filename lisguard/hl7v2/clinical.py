@@ -21,6 +21,7 @@ from lisguard.domain.facts import (
     Observation,
     PatientId,
 )
+from lisguard.domain.identity import Identifier, PatientIdentity
 from lisguard.hl7v2.reader import Message, Segment, parse_ts
 
 # ORC-1 order control codes meaning the order will not (or no longer) be carried out.
@@ -29,6 +30,8 @@ CANCELLED_CONTROLS = frozenset({"CA", "OC", "CR", "DC", "OD", "DR"})
 NOT_GIVEN_STATUS = frozenset({"RE", "NA"})
 # ADT triggers whose MRG-1 names a patient identifier that is now part of PID-3's patient.
 MERGE_TRIGGERS = frozenset({"A18", "A30", "A34", "A36", "A39", "A40", "A47"})
+# ADT triggers whose second PID names a record linked to (A24) or unlinked from (A37) the first.
+LINK_TRIGGER, UNLINK_TRIGGER = "A24", "A37"
 RESULT_MESSAGES = frozenset({"ORU", "OUL", "ORL"})
 TEXT_VALUE_TYPES = frozenset({"ST", "TX", "FT"})
 CODED_VALUE_TYPES = frozenset({"CE", "CWE", "CNE", "CF"})
@@ -42,6 +45,16 @@ PHARMACY = {
     "RXA": (5, MedicationAction.ADMINISTRATION, 3),
 }
 
+# Blood product segments (chapter 4, v2.5+): segment -> (product field(s), time field(s)). BPO
+# (OMB^O27) orders a product, BPX (BPS^O29) reports its dispense status, BTX (BTS^O31) its
+# transfusion or disposition; the order number is the ORC's.
+BLOOD_PRODUCT = {
+    "BPO": ((2,), (7, 10)),  # BP universal service id; intended use, requested dispense time
+    "BPX": ((6, 8), (4,)),  # BC component, CP commercial product; date/time of status
+    "BTX": ((3, 5), (16, 13)),  # BC component, CP commercial product; transfusion start, status
+}
+_DEFAULT_IDENTITY = PatientIdentity()
+
 
 @dataclass
 class _OrderGroup:
@@ -50,14 +63,32 @@ class _OrderGroup:
     orc: Segment | None = None
     planned_start: datetime | None = None
     pharmacy: list[tuple[Segment, str]] = field(default_factory=list)
+    route: str = ""  # the first RXR-1 of the group, as "code^text"
 
 
 @dataclass
 class _OpenLab:
-    obr: Segment
+    obr: Segment  # the OBR, or the BPO/BPX/BTX of a blood product order
     orc: Segment | None
     observations: list[Observation] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stage: str = ""  # "BPO", "BPX", "BTX": the latest blood product segment of the order
+
+
+def _first_coded(seg: Segment, fields: tuple[int, ...]) -> tuple[Coded, Coded, int]:
+    for fld in fields:
+        code, alt = coded_pair(seg, fld)
+        if not code.is_empty():
+            return code, alt, fld
+    return Coded(), Coded(), fields[0]
+
+
+def _first_time(seg: Segment, fields: tuple[int, ...]) -> datetime | None:
+    for fld in fields:
+        when = parse_ts(seg.get(fld))
+        if when is not None:
+            return when
+    return None
 
 
 def _triplet(parts: list[str], base: int) -> Coded:
@@ -110,34 +141,43 @@ def field_codes(seg: Segment, fld: int) -> tuple[Coded, ...]:
     return tuple(found)
 
 
-def patient_id(seg: Segment, fld: int) -> PatientId | None:
-    """The identifier in a CX field: the MR-typed repetition if any, else the first one."""
-    reps = seg.repetitions(fld)
-    best: int | None = None
-    for i in range(1, len(reps) + 1):
-        if not seg.get(fld, 1, repetition=i).strip():
-            continue
-        if best is None:
-            best = i
-        if seg.get(fld, 5, repetition=i).strip().upper() == "MR":
-            best = i
-            break
-    if best is None:
-        return None
-    authority = seg.get(fld, 4, 1, best).strip() or seg.get(fld, 4, 2, best).strip()
-    return PatientId(seg.get(fld, 1, repetition=best).strip(), authority)
+def patient_id(
+    seg: Segment, fld: int, identity: PatientIdentity = _DEFAULT_IDENTITY
+) -> PatientId | None:
+    """The patient a CX field names (PID-3, MRG-1): the site's identity rules pick the
+    repetition (MR-typed first) and normalise its authority (lisguard.domain.identity)."""
+    reps = [
+        Identifier(
+            seg.get(fld, 1, repetition=i),
+            seg.get(fld, 4, 1, i),
+            seg.get(fld, 4, 2, i),
+            seg.get(fld, 5, repetition=i),
+        )
+        for i in range(1, len(seg.repetitions(fld)) + 1)
+    ]
+    return identity.patient(reps)
 
 
-def _order_id(primary: Segment | None, fallback: Segment | None, default: str) -> str:
-    # OBR-2/ORC-2 placer, OBR-3/ORC-3 filler: both are field 2 and 3 in ORC and OBR alike.
-    for seg in (primary, fallback):
-        if seg is None:
-            continue
-        for fld in (2, 3):
-            value = seg.get(fld).strip()
-            if value:
-                return value
-    return default
+def pid_patient(seg: Segment, identity: PatientIdentity = _DEFAULT_IDENTITY) -> PatientId | None:
+    """PID-3, else the older PID-2 (external id) or PID-4 (alternate id)."""
+    for fld in (3, 2, 4):
+        found = patient_id(seg, fld, identity)
+        if found is not None:
+            return found
+    return None
+
+
+def _numbers(primary: Segment | None, fallback: Segment | None) -> tuple[str, str]:
+    """(placer, filler): OBR-2/ORC-2 and OBR-3/ORC-3 (fields 2 and 3 in ORC and OBR alike)."""
+    found = ["", ""]
+    for i, fld in enumerate((2, 3)):
+        for seg in (primary, fallback):
+            if seg is not None:
+                value = seg.get(fld).strip()
+                if value:
+                    found[i] = value
+                    break
+    return found[0], found[1]
 
 
 def _obx_values(seg: Segment, value_type: str) -> tuple[str, ...]:
@@ -232,8 +272,9 @@ def nte_text(seg: Segment) -> str:
     return " ".join(seg.get(3, repetition=i).strip() for i in range(1, len(reps) + 1)).strip()
 
 
-def to_clinical(msg: Message) -> ClinicalMessage:
-    """Read the facts lisguard needs out of one message."""
+def to_clinical(msg: Message, identity: PatientIdentity = _DEFAULT_IDENTITY) -> ClinicalMessage:
+    """Read the facts lisguard needs out of one message; `identity` is the site's patient
+    identity rules (KnowledgeBase.identity)."""
     msh = msg.segments[0]
     control_id = msg.control_id
     msg_time = parse_ts(msh.get(7))
@@ -241,6 +282,7 @@ def to_clinical(msg: Message) -> ClinicalMessage:
     patient: PatientId | None = None
     location = ""
     merged: list[PatientId] = []
+    others: list[PatientId] = []  # the second PID of an A24/A37
     medications: list[Medication] = []
     labs: list[LabOrder] = []
     free_text: list[FreeText] = []
@@ -253,23 +295,42 @@ def to_clinical(msg: Message) -> ClinicalMessage:
         nonlocal open_lab
         if open_lab is None:
             return
-        obr, orc = open_lab.obr, open_lab.orc
+        seg, orc = open_lab.obr, open_lab.orc
         control = orc.get(1).strip().upper() if orc is not None else ""
-        set_id = obr.get(1).strip() or str(len(labs) + 1)
-        service, alt_service = coded_pair(obr, 4)
+        set_id = seg.get(1).strip() or str(len(labs) + 1)
+        if open_lab.stage:
+            # a blood product order: the order numbers are the ORC's
+            products, times = BLOOD_PRODUCT[seg.name]
+            service, alt_service, fld = _first_coded(seg, products)
+            placer, filler = _numbers(orc, None)
+            when = _first_time(seg, times)
+            cancelled = control in CANCELLED_CONTROLS
+            clinical_info = ""
+            where = f"{seg.name}-{fld}"
+        else:
+            service, alt_service = coded_pair(seg, 4)
+            placer, filler = _numbers(seg, orc)
+            when = parse_ts(seg.get(7)) or parse_ts(seg.get(6))
+            cancelled = control in CANCELLED_CONTROLS or seg.get(25).strip().upper() == "X"
+            clinical_info = seg.get(13).strip()
+            where = "OBR-4"
+        if when is None and orc is not None:
+            when = parse_ts(orc.get(9))
         labs.append(
             LabOrder(
-                order_id=_order_id(obr, orc, f"{control_id}-{set_id}"),
+                order_id=placer or filler or f"{control_id}-{set_id}",
                 service=service,
                 alt_service=alt_service,
-                time=parse_ts(obr.get(7))
-                or parse_ts(obr.get(6))
-                or (parse_ts(orc.get(9)) if orc is not None else None),
+                time=when,
                 resulted=family in RESULT_MESSAGES or bool(open_lab.observations),
-                cancelled=control in CANCELLED_CONTROLS or obr.get(25).strip().upper() == "X",
+                cancelled=cancelled,
                 observations=tuple(open_lab.observations),
                 notes=tuple(open_lab.notes),
-                clinical_info=obr.get(13).strip(),
+                clinical_info=clinical_info,
+                placer=placer,
+                filler=filler,
+                blood_product=open_lab.stage,
+                service_field=where,
             )
         )
         open_lab = None
@@ -291,25 +352,31 @@ def to_clinical(msg: Message) -> ClinicalMessage:
                 when = parse_ts(seg.get(3, 4))
             if when is None and action is not MedicationAction.ADMINISTRATION:
                 when = start
+            placer, filler = _numbers(orc, None)
             medications.append(
                 Medication(
                     action=action,
                     codes=field_codes(seg, code_field),
                     time=when,
-                    order_id=_order_id(orc, None, control_id),
+                    order_id=placer or filler or control_id,
                     location=location_name,
                     not_given=not_given,
+                    route=group.route,
                 )
             )
 
     for seg in msg.segments[1:]:
         name = seg.name
         if name == "PID":
-            patient = patient_id(seg, 3) or patient_id(seg, 2) or patient_id(seg, 4)
+            found = pid_patient(seg, identity)
+            if patient is None or trigger not in (LINK_TRIGGER, UNLINK_TRIGGER):
+                patient = found
+            elif found is not None:
+                others.append(found)
         elif name == "PV1":
             location = seg.get(3).strip()
         elif name == "MRG" and trigger in MERGE_TRIGGERS:
-            prior = patient_id(seg, 1)
+            prior = patient_id(seg, 1, identity)
             if prior is not None:
                 merged.append(prior)
         elif name == "ORC":
@@ -339,6 +406,18 @@ def to_clinical(msg: Message) -> ClinicalMessage:
             start = parse_ts(seg.get(7))
             if start is not None and open_lab is None:
                 group.planned_start = start
+        elif name in BLOOD_PRODUCT:
+            if open_lab is not None and open_lab.stage and open_lab.orc is group.orc:
+                # BPX/BTX after the BPO of the same order: one order, at its latest stage
+                if coded_pair(open_lab.obr, BLOOD_PRODUCT[open_lab.obr.name][0][0])[0].is_empty():
+                    open_lab.obr = seg
+                open_lab.stage = name
+            else:
+                close_lab()
+                open_lab = _OpenLab(obr=seg, orc=group.orc, stage=name)
+        elif name == "RXR":
+            if not group.route:
+                group.route = "^".join(seg.components(1)[:2])
         elif name in PHARMACY:
             close_lab()
             if name == "RXE" and group.planned_start is None:
@@ -359,4 +438,6 @@ def to_clinical(msg: Message) -> ClinicalMessage:
         lab_orders=tuple(labs),
         free_text=tuple(free_text),
         merged_from=tuple(merged),
+        linked=tuple(others) if trigger == LINK_TRIGGER else (),
+        unlinked=tuple(others) if trigger == UNLINK_TRIGGER else (),
     )

@@ -13,7 +13,10 @@ Why it never says "no" wrongly: `touches_state` is true only for
 3. a test the knowledge base knows, in OBR-4 or OBX-3: read with the translator's `coded_pair`
    and categorised by the same knowledge base;
 4. a drug mentioned in narrative: an NTE (read with the translator's `nte_text`) or OBR-13
-   scanned with the same `mentions`; an OBX of a text type (TX/ST/FT) says "maybe" outright.
+   scanned with the same `mentions`; an OBX of a text type (TX/ST/FT) says "maybe" outright;
+5. an order question about a drug: an OBX whose OBX-3 names one (`drugs_asked_about`);
+6. a blood product order, dispense or transfusion: any BPO, BPX or BTX says "maybe";
+7. a link or unlink (A24/A37): a second PID says "maybe".
 tests/integration/test_relevance.py checks the implication on every sample, corpus and benchmark
 message and on generated ones.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 from lisguard.domain.engine import NARRATIVE_TYPES, drug_of_codes
 from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.hl7v2.clinical import (
+    BLOOD_PRODUCT,
     PHARMACY,
     TEXT_VALUE_TYPES,
     coded_pair,
@@ -55,6 +59,7 @@ class Relevance:
         """False only when `touches_state(to_clinical(message), kb)` is certainly False."""
         kb = self.kb
         categorize = kb.categorize
+        pids = 0
         for seg in message.segments[1:]:
             name = seg.name
             if name == "OBX":  # most of a feed: OBX-2 and OBX-3 from one short split
@@ -86,8 +91,12 @@ class Relevance:
             elif name in PHARMACY:
                 if drug_of_codes(kb, field_codes(seg, PHARMACY[name][0])) is not None:
                     return True
-            elif name == "MRG":
+            elif name == "MRG" or name in BLOOD_PRODUCT:
                 return True
+            elif name == "PID":
+                pids += 1
+                if pids > 1:
+                    return True
         return False
 
     def _obx_maybe(self, seg: Segment, value_type: str, raw: str) -> bool:
@@ -98,7 +107,8 @@ class Relevance:
             code, alt = coded_pair(seg, 3)
         else:
             code, alt = plain_pair(raw, enc.component)  # what coded_pair does with it
-        return bool(self.kb.categorize(code) or self.kb.categorize(alt))
+        kb = self.kb
+        return bool(kb.categorize(code) or kb.categorize(alt) or kb.drugs_asked_about(code, alt))
 
 
 def may_touch_state(message: Message, kb: KnowledgeBase) -> bool:

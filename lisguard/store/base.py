@@ -101,8 +101,12 @@ class Transaction(Protocol):
         """The latest stored message with this MSH-3/MSH-4/MSH-10 key (and lock that key)."""
         ...
 
-    async def load_patients(self, keys: Sequence[str]) -> dict[str, PatientState]:
-        """States of the given patient keys that exist; locks them for this transaction."""
+    async def load_patients(
+        self, keys: Sequence[str], *, lock: bool = True
+    ) -> dict[str, PatientState]:
+        """States of the given patient keys that exist; locks them for this transaction
+        (`lock=False`: only reads them, for records this message will not write: the records
+        linked to its patient)."""
         ...
 
     async def save_patient(self, state: PatientState) -> None: ...

@@ -326,7 +326,9 @@ class _MemoryTransaction:
         ids = self._store._by_key.get(key)
         return self._store._messages[ids[-1]] if ids else None
 
-    async def load_patients(self, keys: Sequence[str]) -> dict[str, PatientState]:
+    async def load_patients(
+        self, keys: Sequence[str], *, lock: bool = True
+    ) -> dict[str, PatientState]:
         self._check()
         found: dict[str, PatientState] = {}
         for key in keys:

@@ -9,7 +9,10 @@
   snapshot per statement, the SELECT after the lock sees what the previous holder committed.
   Call find_message, then load_patients once with every key the message touches (a second
   load_patients call would take locks out of order; PostgreSQL would detect a deadlock and one
-  transaction would fail with StoreError, never corrupt data).
+  transaction would fail with StoreError, never corrupt data). The one exception is a retired
+  identifier's survivor, known only once the retired record is read: two messages that race to
+  merge the same pair the other way round can deadlock that way, and one of them is answered
+  AR (resend later). Linked records, only read, are loaded with lock=False.
 - Errors: connection loss, refused connections, timeouts, shutdown, disk full, read-only
   server -> StoreUnavailable; other server errors (constraint, deadlock) -> StoreError.
 """
@@ -444,13 +447,15 @@ class _PostgresTransaction:
         )
         return None if row is None else _row_message(row)
 
-    async def load_patients(self, keys: Sequence[str]) -> dict[str, PatientState]:
+    async def load_patients(
+        self, keys: Sequence[str], *, lock: bool = True
+    ) -> dict[str, PatientState]:
         unique = sorted(set(keys))
         if not unique:
             return {}
-        for lock in sorted({patient_lock_key(k) for k in unique}):
+        for lock_id in sorted({patient_lock_key(k) for k in unique} if lock else ()):
             await self._run(
-                partial(self._conn.execute, "SELECT pg_advisory_xact_lock($1)", lock),
+                partial(self._conn.execute, "SELECT pg_advisory_xact_lock($1)", lock_id),
                 "load_patients: lock",
             )
         rows = await self._run(

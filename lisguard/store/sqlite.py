@@ -390,7 +390,9 @@ class _SqliteTransaction:
         )
         return _row_message(rows[0]) if rows else None
 
-    async def load_patients(self, keys: Sequence[str]) -> dict[str, PatientState]:
+    async def load_patients(
+        self, keys: Sequence[str], *, lock: bool = True
+    ) -> dict[str, PatientState]:
         unique = sorted(set(keys))
         if not unique:
             return {}

@@ -24,15 +24,23 @@ def test_there_are_scenarios() -> None:
     assert len(SCENARIOS) >= 17
 
 
-async def run_feed(files: list[Path]) -> tuple[list[Alert], MemoryStore, dict[str, set[str]]]:
+def site_files(scenarios: list[Path]) -> list[Path]:
+    """A scenario may carry its site's settings (site.yaml, a knowledge site file)."""
+    return [s / "site.yaml" for s in scenarios if (s / "site.yaml").is_file()]
+
+
+async def run_feed(
+    files: list[Path], sites: list[Path] | None = None
+) -> tuple[list[Alert], MemoryStore, dict[str, set[str]]]:
     store = MemoryStore()
     await store.open()
-    ingestor = Ingestor(store, load_knowledge_base())
+    kb = load_knowledge_base(sites or [])
+    ingestor = Ingestor(store, kb)
     alerts: list[Alert] = []
     keys: dict[str, set[str]] = {}  # PID-3.1 -> patient keys seen
     for path in files:
         for text in split_messages(decode_bytes(path.read_bytes())):
-            patient = to_clinical(parse(text)).patient
+            patient = to_clinical(parse(text), kb.identity).patient
             if patient is not None:
                 keys.setdefault(patient.id, set()).add(patient.key)
             result = await ingestor.ingest(text.encode(), text=text, peer=path.name)
@@ -64,7 +72,7 @@ def normalise(expected: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.name)
 async def test_scenario(scenario: Path) -> None:
     spec = yaml.safe_load((scenario / "expected.yaml").read_text())
-    alerts, store, keys = await run_feed(sorted(scenario.glob("*.hl7")))
+    alerts, store, keys = await run_feed(sorted(scenario.glob("*.hl7")), site_files([scenario]))
     assert [as_expected(a) for a in alerts] == [normalise(e) for e in spec["alerts"] or []]
     for mrn, want in (spec.get("patients") or {}).items():
         states = [await store.get_patient(k) for k in sorted(keys.get(mrn, ()))]
@@ -92,6 +100,6 @@ async def test_all_scenarios_as_one_feed_give_the_same_alerts() -> None:
         spec = yaml.safe_load((scenario / "expected.yaml").read_text())
         expected.extend(normalise(e) for e in spec["alerts"] or [])
     files = [f for s in SCENARIOS for f in sorted(s.glob("*.hl7"))]
-    alerts, _, _ = await run_feed(files)
+    alerts, _, _ = await run_feed(files, site_files(SCENARIOS))
     key = lambda d: sorted(d.items())  # noqa: E731
     assert sorted(map(key, map(as_expected, alerts))) == sorted(map(key, expected))

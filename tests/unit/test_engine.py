@@ -151,8 +151,10 @@ def test_merge_moves_exposure_and_alert_history(kb: KnowledgeBase) -> None:
         kb, first, merge, dose("D2", datetime(2026, 1, 20)), screen("S", datetime(2026, 2, 1))
     )
     assert rules == ["baseline-workup:", "bb-serology:TS1"]  # baseline not raised twice
-    assert tmp.key not in states
+    # the retired identifier stays behind as an alias of the survivor, holding nothing
+    assert states[tmp.key] == PatientState(key=tmp.key, alias_of=PT.key)
     assert set(states[PT.key].exposures) == {"daratumumab_iv"}
+    assert states[PT.key].merged_from == [tmp.key]
 
 
 def test_recommendations_follow_state(kb: KnowledgeBase) -> None:

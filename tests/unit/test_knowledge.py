@@ -45,6 +45,9 @@ def test_default_directory_loads(kb: KnowledgeBase) -> None:
     assert DEFAULT_KNOWLEDGE_DIR.is_dir()
     assert kb.default_window_months == 6
     assert set(kb.drugs) == {
+        "anti_cd38_unspecified",
+        "linvoseltamab",
+        "magrolimab",
         "daratumumab_iv",
         "daratumumab_sc",
         "isatuximab_iv",
