@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from lisguard.domain.context import add_months
+from lisguard.domain.engine import MAX_ALIAS_HOPS
 from lisguard.domain.knowledge import Effect, KnowledgeBase
 from lisguard.domain.patient import Exposure, IsotypeStatement, PatientState, RbcTyping
 from lisguard.store.base import Store
@@ -28,8 +29,9 @@ class ExposureLine:
 
 @dataclass(slots=True)
 class PatientSummary:
-    key: str
+    key: str  # the record shown: a retired identifier's survivor
     state: PatientState | None  # None: no clinical state on file (alerts may still exist)
+    requested: str = ""  # the key asked for, when it is a retired identifier (an alias of key)
     exposures: list[ExposureLine] = field(default_factory=list)
     typings: list[RbcTyping] = field(default_factory=list)
     pretreatment_typing: bool = False
@@ -45,13 +47,26 @@ def _drugs_with(kb: KnowledgeBase, effect: Effect) -> set[str]:
 
 
 async def patient_summary(store: Store, kb: KnowledgeBase, key: str) -> PatientSummary | None:
-    """None when lisguard knows nothing about this patient key."""
+    """None when lisguard knows nothing about this patient key. A retired identifier (merged
+    away) shows its survivor's record, saying which key was asked for."""
+    requested = key
     state = await store.get_patient(key)
+    for _ in range(MAX_ALIAS_HOPS):
+        if state is None or state.alias_of is None:
+            break
+        key = state.alias_of
+        state = await store.get_patient(key)
     alerts = await store.desk.search(AlertQuery(patient=key, order="newest", limit=200))
+    for alias in state.merged_from if state is not None else ():
+        # raised under an identifier before it was merged into this record
+        alerts += await store.desk.search(AlertQuery(patient=alias, order="newest", limit=200))
+    alerts.sort(key=lambda r: r.created_at, reverse=True)
     snoozes = await store.desk.list_snoozes(patient_key=key)
     if state is None and not alerts and not snoozes:
         return None
-    summary = PatientSummary(key, state, alerts=alerts, snoozes=snoozes)
+    summary = PatientSummary(
+        key, state, requested if requested != key else "", alerts=alerts, snoozes=snoozes
+    )
     if state is None:
         return summary
     for drug_id, exposure in sorted(state.exposures.items()):

@@ -6,7 +6,8 @@ A site file (see config/site.example.yaml) is one YAML mapping with any of:
 
 - ``default_window_months``: replaces ours.
 - ``drugs``: a list of entries, each with an ``id``. An existing id is UPDATED: only the keys the
-  entry gives change, a given list replaces ours, except ``local_codes``, which is ADDED to ours.
+  entry gives change, a given list replaces ours, except ``local_codes`` and
+  ``context_aliases``, which are ADDED to ours.
   A new id adds a drug (every required key must then be given). ``enabled: false`` disables one.
 - ``tests``: the same, by id; ``local_codes``, ``loinc``, ``name_patterns`` and
   ``exclude_patterns`` are ADDED to ours, every other key replaces.
@@ -40,7 +41,7 @@ from lisguard.domain.kb_models import (
 
 BASE_FILES = ("drugs.yaml", "tests.yaml", "interpretation.yaml")
 ADDITIVE = {
-    "drugs": frozenset({"local_codes"}),
+    "drugs": frozenset({"local_codes", "context_aliases"}),
     "tests": frozenset({"local_codes", "loinc", "name_patterns", "exclude_patterns"}),
 }
 SITE_KEYS = frozenset({"default_window_months", "drugs", "tests", "interpretation", "identity"})

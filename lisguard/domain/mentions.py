@@ -78,6 +78,8 @@ _DATES = [
     re.compile(rf"(?<!\d)(?P<m>\d{{1,2}})/(?P<d>\d{{1,2}})/{_YEAR}(?!\d)"),
     re.compile(rf"(?<![\d/])(?P<m>\d{{1,2}})[/-]{_YEAR}(?!\d)"),
     re.compile(rf"\b{_MONTH}\s+(?:(?P<d>\d{{1,2}})(?:st|nd|rd|th)?,?\s+)?{_YEAR}(?!\d)", re.I),
+    # a range of years: its end ("2019-2021")
+    re.compile(rf"(?<![\d/])(?:19|20)\d{{2}}\s*[-\u2013]\s*{_YEAR}(?![\d/\-])"),
     re.compile(rf"(?<![\d/\-]){_YEAR}(?![\d/\-])"),
 ]
 _AGO = re.compile(
@@ -101,10 +103,11 @@ def _end_of(year: int, month: int | None, day: int | None) -> datetime | None:
 
 class DateReader:
     def __init__(self, rules: MentionDates) -> None:
-        self._start = alternation([rf"(?:{p})\W*(?:\w+\W+)?$" for p in rules.start_words])
+        self._start = alternation([rf"(?:{p})\W+(?:\w+\W+){{0,3}}$" for p in rules.start_words])
         self._dose = alternation(rules.not_a_year_after)
 
-    def dates_in(self, text: str, now: datetime | None) -> list[datetime]:
+    def dates_in(self, text: str, now: datetime | None, lead: str = "") -> list[datetime]:
+        """Dates in `text`; `lead` is what comes before it (for "started <drug> <date>")."""
         found: list[datetime] = []
         taken: list[tuple[int, int]] = []
         for pattern in _DATES:
@@ -112,7 +115,7 @@ class DateReader:
                 if any(s < m.end() and m.start() < e for s, e in taken):
                     continue  # part of a fuller date already read ("2024" of "03/2024")
                 taken.append((m.start(), m.end()))
-                if self._start.search(text[: m.start()]) is not None:
+                if self._start.search(lead + text[: m.start()]) is not None:
                     continue  # "since 2019", "started 03/2024": when it began
                 if self._dose.match(text[m.end() :]) is not None:
                     continue  # "2000 mg"
@@ -141,7 +144,10 @@ class DateReader:
         rest = text[end:next_start]
         stop = _SENTENCE_END.search(rest)
         after = rest[: stop.start()] if stop else rest
-        dates = self.dates_in(after[:120], now)
+        clause = text[max(0, start - 60) : end]
+        cuts = list(_CLAUSE_END.finditer(clause))
+        lead = clause[cuts[-1].end() :] if cuts else clause
+        dates = self.dates_in(after[:120], now, lead)
         if not dates:
             before = text[max(0, start - 120) : start]
             cuts = list(_CLAUSE_END.finditer(before))

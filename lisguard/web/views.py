@@ -13,8 +13,9 @@ from lisguard.store.desk import AlertRecord, OutboxItem, Snooze
 # what the page calls each rule (ids stay the contract)
 RULE_TITLES: dict[str, str] = {
     RuleId.BASELINE_WORKUP.value: "Baseline work-up before the first anti-CD38 dose",
-    RuleId.BB_SEROLOGY.value: "Blood bank test on anti-CD38 therapy",
-    RuleId.SPEP_IFE.value: "SPEP/IFE on anti-CD38 therapy",
+    RuleId.BB_SEROLOGY.value: "Blood bank test on anti-CD38 (or anti-CD47) therapy",
+    # elotuzumab is no anti-CD38: the title names what all of them are
+    RuleId.SPEP_IFE.value: "SPEP/IFE on a therapeutic IgG-kappa antibody",
     RuleId.FLOW_MRD.value: "Flow MRD on anti-CD38 therapy",
     RuleId.UNEXPLAINED_PANREACTIVITY.value: "Panreactive screen, no anti-CD38 known",
 }
@@ -114,6 +115,8 @@ def patient_view(summary: PatientSummary, now: datetime) -> dict[str, Any]:
     state = summary.state
     return {
         "patient_key": summary.key,
+        # the key asked for when it is a retired identifier, merged into patient_key
+        "requested_key": summary.requested or None,
         "on_file": state is not None,
         "exposures": [
             {
@@ -134,7 +137,10 @@ def patient_view(summary: PatientSummary, now: datetime) -> dict[str, Any]:
         "k_status": summary.k_status,
         "isotypes": [i.model_dump(mode="json") for i in summary.isotypes],
         "own_isotype": summary.own_isotype,
+        # identifiers merged into this record (aliases: messages using them land here) and
+        # records linked to it (ADT^A24: the rules read their exposures and typing too)
         "merged_from": list(state.merged_from) if state is not None else [],
+        "linked": list(state.linked) if state is not None else [],
         "alerts": [alert_view(r) for r in summary.alerts],
         "snoozes": [snooze_view(s, now) for s in summary.snoozes],
     }

@@ -307,13 +307,26 @@ function table(headers, rows) {
     el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, c))))));
 }
 
+// how the feeds said it: a mention or an order question is not a dose
+const KIND_TEXT = {
+  administration: "dose given", order: "order", dispense: "dispense", give: "give instruction",
+  mention: "free-text mention (no dose)", question: "order question answered yes (no dose)",
+};
+
 function patientView(p) {
   const k = { positive: "K-positive", negative: "K-negative", unknown: "unknown" }[p.k_status];
+  const aliases = p.merged_from.length ? el("p", { class: "aliases" }, "Also known as (merged): ",
+    el("b", {}, p.merged_from.join(", "))) : null;
+  const links = p.linked.length ? el("p", { class: "aliases" }, "Linked records (A24, read together): ",
+    el("b", {}, p.linked.join(", "))) : null;
+  const asked = p.requested_key ? el("p", { class: "aliases" }, `${p.requested_key} was merged into `,
+    el("b", {}, p.patient_key), ": this is the surviving record.") : null;
   return el("div", { class: "patient" },
-    el("h3", {}, "Anti-CD38 and related exposures"),
+    asked, aliases, links,
+    el("h3", {}, "Therapeutic antibody exposures"),
     table(["Drug", "Last dose", "Last exposure point", "Interference window ends", "Seen as"],
       p.exposures.map((e) => [e.name, when(e.last_dose) || "—", when(e.last_point) || "—",
-        day(e.window_end) || "—", e.kinds.join(", ")])),
+        day(e.window_end) || "—", e.kinds.map((k) => KIND_TEXT[k] || k).join(", ")])),
     el("h3", {}, "RBC typing on file"),
     el("p", {}, "K (KEL1): ", el("b", { class: p.k_status === "positive" ? "kpos" : "" }, k),
       " · Pre-treatment phenotype/genotype: ", el("b", {}, p.pretreatment_typing ? "yes" : "no")),
