@@ -124,8 +124,6 @@ def run(messages: Sequence[str], kb: KnowledgeBase) -> tuple[float, int, int]:
         keys = patient_keys(clinical)
         outcome = evaluate(clinical, {k: states[k] for k in keys if k in states}, kb)
         states.update(outcome.states)
-        for gone in outcome.removed:
-            states.pop(gone, None)
         alerts += len(outcome.alerts)
     seconds = time.perf_counter() - started
     return len(messages) / seconds, alerts, failed

@@ -96,8 +96,6 @@ class Screening:
             wanted.update({k: states[k] for k in more if k in states})
         outcome = evaluate(clinical, wanted, self.kb)
         states.update(outcome.states)  # new objects: evaluate never changes what it is given
-        for gone in outcome.removed:
-            states.pop(gone, None)
         alerts = []
         for alert in outcome.alerts:  # serve's store raises an alert id once, ever
             if alert.id not in self._alert_ids:

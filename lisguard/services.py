@@ -120,7 +120,7 @@ class Ingestor:
                             message.message_type,
                         )
                     flags = ("control-id-reused",)
-                outcome = Outcome({}, [], [], [])
+                outcome = Outcome({}, [], [])
                 # most messages (a CBC, a chemistry panel) say nothing the rules read: no state
                 if clinical is not None and touches_state(clinical, self.kb):
                     states = await tx.load_patients(patient_keys(clinical))
@@ -138,8 +138,6 @@ class Ingestor:
                     outcome = evaluate(clinical, states, self.kb)
                     for state in outcome.states.values():
                         await tx.save_patient(state)
-                    for gone in outcome.removed:
-                        await tx.delete_patient(gone)
                 acks = responses(
                     header, ok=True, always_reply=policy.always_reply, app_name=policy.app_name
                 )

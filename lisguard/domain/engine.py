@@ -47,8 +47,8 @@ class StateChange:
 
 @dataclass
 class Outcome:
-    states: dict[str, PatientState]  # states to persist (empty when nothing changed)
-    removed: list[str]  # merged-away patient keys whose state moved to the survivor
+    # states to persist (empty when nothing changed); a merged-away identifier's is its alias
+    states: dict[str, PatientState]
     alerts: list[Alert]
     changes: list[StateChange]
 
@@ -127,7 +127,7 @@ def evaluate(
 ) -> Outcome:
     """Apply one message to the patient's state, then run the rules over it."""
     if msg.patient is None or not touches_state(msg, kb):
-        return Outcome({}, [], [], [])
+        return Outcome({}, [], [])
     return _evaluate(msg, states, kb, rules)
 
 
@@ -200,7 +200,7 @@ def _evaluate(
         if msg.time is not None:
             after.updated = msg.time
         changed[key] = after
-    return Outcome(changed, [], alerts, changes)
+    return Outcome(changed, alerts, changes)
 
 
 def _merge(

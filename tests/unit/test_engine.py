@@ -62,8 +62,6 @@ def run(kb: KnowledgeBase, *messages: ClinicalMessage) -> tuple[list[str], dict[
     rules: list[str] = []
     for m in messages:
         out = evaluate(m, states, kb)
-        for k in out.removed:
-            states.pop(k, None)
         states.update(out.states)
         rules.extend(f"{a.rule.value}:{a.order}" for a in out.alerts)
     return rules, states
