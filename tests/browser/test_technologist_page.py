@@ -25,7 +25,8 @@ async def send_file(service: Service, path: Path) -> None:
     assert service.mllp_port
     async with MllpClient("127.0.0.1", service.mllp_port) as client:
         for text in split_messages(decode_bytes(path.read_bytes())):
-            assert "|AA|" in await client.send(text.encode())
+            ack = await client.send(text.encode())
+            assert "|AA|" in ack or "MSA|CA|" in ack, ack  # original or enhanced mode
 
 
 async def open_page(browser: Browser, service: Service) -> Page:
@@ -103,3 +104,25 @@ async def test_patient_view_and_resolve(browser: Browser, service: Service) -> N
         "resolved",
         "not-applicable",
     )
+
+
+async def test_patient_view_shows_the_survivor_and_its_aliases(
+    browser: Browser, service: Service
+) -> None:
+    """A type & screen still sent under a merged-away MRN: its card opens the survivor's record,
+    which names the retired MRN; a free-text or order-question exposure is never a dose."""
+    merged = SAMPLES / "21-merge-alias-and-link"
+    for path in sorted(merged.glob("0[1-3]*.hl7")):
+        await send_file(service, path)
+    page = await open_page(browser, service)
+    [screen] = await service.store.list_alerts(rule="bb-serology")
+    assert screen.alert.patient == "MRN21001"  # sent as MRN21002, merged into MRN21001
+    card = page.locator(f'article[data-id="{screen.alert.id}"]')
+    await card.get_by_role("button", name="Patient").click()
+    dialog = page.locator("#patient-dialog")
+    await expect(dialog).to_contain_text("Also known as (merged): MRN21002^LKH")
+    await expect(dialog).to_contain_text("dose given")
+    history = dialog.locator(".history")
+    await expect(history).to_contain_text("under MRN21002^LKH (before the merge)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "technologist-patient-merged.png"))

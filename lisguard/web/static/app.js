@@ -342,6 +342,7 @@ function patientView(p) {
       el("b", {}, `${v.alert.severity.toUpperCase()} · ${v.rule_title}`),
       ` · ${STATUS_TEXT[v.status] || v.status}`, v.alert.order ? ` · order ${v.alert.order}` : "",
       ` · raised ${when(v.created_at)}`,
+      v.patient_key !== p.patient_key ? ` under ${v.patient_key} (before the merge)` : "",
       el("ul", { class: "evidence" }, v.alert.evidence.map((ev) =>
         el("li", {}, `${ev.message} ${ev.location}: ${ev.text}`, ev.time ? ` (${when(ev.time)})` : "")))))) :
       el("p", {}, "No alerts."));
