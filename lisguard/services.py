@@ -165,7 +165,8 @@ class Ingestor:
                 await tx.add_audit(events)
         except StoreError as exc:
             log.error("store_failed", control_id=key.control_id, error=str(exc))
-            err = AckError("207", f"message not stored, resend later: {exc}")
+            # the sender learns what to do, never the database's name, host or user (logged)
+            err = AckError("207", "message not stored, resend later")
             acks = responses(header, ok=False, rejected=True, error=err, app_name=policy.app_name)
             return IngestResult(
                 acks, "unavailable", key.control_id, message.message_type, error=str(exc)
