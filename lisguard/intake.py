@@ -73,8 +73,8 @@ def read_message(text: str, policy: IngestPolicy, relevance: Relevance) -> Readi
     """Parse, classify by policy, and translate one message of a clinical family when it may
     say anything the knowledge base knows (lisguard.hl7v2.relevance)."""
     digest = content_digest(text)
-    if "\x00" in text:
-        return _nul_reading(text, digest)
+    if "\x00" in text and text.lstrip("\ufeff").startswith("MSH"):
+        return _nul_reading(text, digest)  # (anything else is not HL7: parse says why)
     try:
         message = parse(text)
     except HL7ReadError as exc:
@@ -128,7 +128,7 @@ def _nul_reading(text: str, digest: str) -> Reading:
     which would make the sender resend it forever. The reason names where, not what."""
     segments = text.replace("\n", "\r").split("\r")
     where = next((i for i, seg in enumerate(segments, 1) if "\x00" in seg), 1)
-    name = segments[where - 1][:3].replace("\x00", "") if segments else ""
+    name = "".join(c for c in segments[where - 1][:3] if c.isalnum()) if segments else ""
     err = AckError("102", f"segment {where} ({name or '?'}) holds a NUL character", name, None)
     header = peek_header(text.replace("\x00", "")) or Header()
     return Reading(Verdict.UNREADABLE, digest, header, _key(header), error=err)
