@@ -84,8 +84,9 @@ def keys_to_follow(
     MAX_ALIAS_HOPS rounds)."""
     if msg.patient is None:
         return [], []
-    lock = [k for k in map(lambda k: resolve(k, states), patient_keys(msg)) if k not in states]
-    lock = [k for k in lock if k not in patient_keys(msg)]  # never seen: nothing to follow
+    first = patient_keys(msg)
+    # where the loaded records point and that is not loaded (a key never seen points nowhere)
+    lock = [k for k in (resolve(k, states) for k in first) if k not in states and k not in first]
     if lock:
         return list(dict.fromkeys(lock)), []
     main = states.get(resolve(msg.patient.key, states))
