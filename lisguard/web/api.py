@@ -71,6 +71,16 @@ async def api_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return error(409, str(exc))
 
 
+@web.middleware
+async def refuse_nul(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A NUL character in the path or a query parameter is a bad request, answered before
+    anything (the read audit included) hands it to a database that cannot store it."""
+    if "\x00" in request.path or any("\x00" in k + v for k, v in request.query.items()):
+        return error(400, "the request holds a NUL character")
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -86,7 +96,19 @@ async def body_of(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
+    if _holds_nul(body):
+        raise ApiError(400, "the body holds a NUL character")
     return body
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(map(_holds_nul, value))
+    return False
 
 
 def text_field(

@@ -54,6 +54,7 @@ def install(app: web.Application, ingestor: Ingestor) -> None:
     app[api.CHANNELS] = tuple(ingestor.routing.channels)
     app[OPENAPI_KEY] = openapi_document()
     app.middlewares.append(api.api_errors)
+    app.middlewares.insert(0, api.refuse_nul)  # outermost: before auth audits the request
 
     async def end_streams(_app: web.Application) -> None:
         feed.close()  # open event streams would otherwise hold the shutdown up

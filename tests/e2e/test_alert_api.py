@@ -106,6 +106,22 @@ async def test_bad_queue_parameters_are_400(client: Api, query: str) -> None:
     assert status == 400 and body["status"] == 400 and body["error"]
 
 
+@pytest.mark.parametrize(
+    "path", ["/api/alerts?patient=M%00X", "/api/alerts?rule%00=x", "/api/patients/M%00X"]
+)
+async def test_nul_in_a_request_is_400(client: Api, path: str) -> None:
+    status, body = await client.call("GET", path)
+    assert (status, body["status"]) == (400, 400)
+
+
+async def test_nul_in_a_body_is_400(client: Api) -> None:
+    alert = await screened(client)
+    status, _ = await client.call(
+        "POST", f"/api/alerts/{alert}/acknowledge", raw=b'{"note": "a\\u0000b"}'
+    )
+    assert status == 400
+
+
 async def test_get_one_alert_with_its_repeats(client: Api) -> None:
     lead = await screened(client, "MRN102", "TS1")
     results = await client.hl7(SCREEN.format(mrn="MRN102", order="TS2", location="4W"))
