@@ -155,6 +155,18 @@ class DeliverySettings(BaseModel):
     hl7: Hl7OutboundSettings = Field(default_factory=Hl7OutboundSettings)
 
 
+class SecuritySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # the per-install secret (lisguard.keys): keys the audit chain, anchors and log pseudonyms.
+    # Kept outside the database; generated on first start unless `production` is true.
+    key_file: Path = Path("var/lisguard.key")
+    key: SecretStr | None = None  # the key itself (64 hex), e.g. from a secret store
+    # production: refuse to start without an install key made and backed up beforehand, and
+    # refuse the settings that are only for a test bench (auth off, the published dev key)
+    production: bool = False
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LISGUARD_", env_nested_delimiter="__", extra="forbid"
@@ -169,6 +181,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -210,6 +223,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["store"]["url"] = redact_url(self.store.url.get_secret_value())
         data["log"]["patient_hash_key"] = "***"
+        data["security"]["key"] = "***" if self.security.key is not None else None
         return data
 
 
