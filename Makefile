@@ -6,10 +6,11 @@ STAMP   = $(VENV)/.installed
 
 .PHONY: run test lint check-corpus clean fuzz bench bench-profile
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact versions, the same on every machine and in the image
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -29,7 +30,7 @@ FUZZ_RUNS ?= 200000
 fuzz: $(STAMP)
 	LISGUARD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) LISGUARD_FUZZ_ROUNDS=$(FUZZ_ROUNDS) \
 	  $(BIN)/pytest -p no:cacheprovider tests/fuzz
-	$(BIN)/pip install --quiet -e '.[test,fuzz]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,fuzz]'
 	$(BIN)/python tests/fuzz/atheris_hl7.py -runs=$(FUZZ_RUNS) -max_len=65536
 
 # lisguard against python-hl7, a raw fixed-ACK server and an hl7apy pipeline, in one run (a few

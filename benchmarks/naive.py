@@ -97,6 +97,7 @@ class ApyMessage:
         code, trigger = msh.get(9, 1), msh.get(9, 2)
         self.message_type = f"{code}^{trigger}" if trigger else code
         self.version = msh.get(12)
+        self.processing_id = msh.get(11, 1)
 
 
 def _segments(element: Any) -> Iterator[Any]:

@@ -14,13 +14,16 @@ from typing import TextIO
 import structlog
 from aiohttp import web
 
+from lisguard.domain.audit_anchor import AnchorError, AuditKeys, anchor_line
 from lisguard.domain.knowledge import KnowledgeBase, KnowledgeBaseError, load_knowledge_base
 from lisguard.hl7v2.files import read_messages
+from lisguard.keys import InstallKey, InstallKeyError, load_install_key
 from lisguard.logs import configure_logging
 from lisguard.screening import Screening
 from lisguard.services import Ingestor, IngestPolicy
 from lisguard.settings import Settings, TlsSettings
-from lisguard.store import open_store
+from lisguard.store import StoreError, open_store
+from lisguard.store.audit_chain import AnchorFile, AnchorRefused, anchor_now, verify_audit_log
 from lisguard.transport.delivery import Delivery
 from lisguard.transport.http import start_http
 from lisguard.transport.metrics import Metrics
@@ -39,6 +42,17 @@ def load_knowledge(files: Sequence[Path], base_dir: Path | None = None) -> Knowl
     try:
         return load_knowledge_base(list(files), base_dir=base_dir)
     except KnowledgeBaseError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+PSEUDONYM_PURPOSE = "log-pseudonym"  # the install key's sub-key for patient ids in logs
+
+
+def install_key(settings: Settings, *, create: bool = True) -> InstallKey:
+    """The install key (lisguard.keys); its absence or a bad key file is a ConfigError."""
+    try:
+        return load_install_key(settings.security, create=create)
+    except InstallKeyError as exc:
         raise ConfigError(str(exc)) from exc
 
 
@@ -131,27 +145,38 @@ def server_ssl(tls: TlsSettings) -> ssl.SSLContext | None:
 class Service:
     """The running service: store, ingest, MLLP and HTTP listeners. `start` then `stop`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, key: InstallKey | None = None) -> None:
         self.settings = settings
         self.kb = load_knowledge(settings.knowledge.files, settings.knowledge.base_dir)
-        self.store = open_store(settings.store.url.get_secret_value())
+        # the audit chain is keyed with a secret the database does not hold; anchors of its
+        # head go to a file outside it (lisguard.store.audit_chain)
+        self.audit_keys = AuditKeys.of(key or install_key(settings))
+        self.anchors = AnchorFile(settings.audit.anchor_file)
+        self.store = open_store(
+            settings.store.url.get_secret_value(), audit_key=self.audit_keys.chain
+        )
+        self.metrics = Metrics()
         try:  # outbox channels (webhook, HL7) and the snooze/collapse routing of new alerts
-            self.delivery = Delivery(self.store, settings.delivery)
+            self.delivery = Delivery(self.store, settings.delivery, self.metrics)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.ingestor = Ingestor(
             self.store, self.kb, ingest_policy(settings), routing=self.delivery.routing
         )
         self.ingestor.listeners.append(self.delivery.on_alerts)
-        self.metrics = Metrics()
         self.mllp: MllpServer | None = None
         self.http: web.AppRunner | None = None
         self.mllp_port: int | None = None
         self.http_port: int | None = None
+        self._anchoring: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
         await self.store.open()
+        if s.audit.anchor_interval_minutes > 0:
+            self._anchoring = asyncio.create_task(
+                self._anchor_every(s.audit.anchor_interval_minutes * 60)
+            )
         if s.mllp.enabled:
             self.mllp = MllpServer(
                 self.ingestor, s.mllp, metrics=self.metrics, ssl_context=server_ssl(s.mllp.tls)
@@ -168,10 +193,16 @@ class Service:
                     partial(
                         auth.install,
                         store=self.store,
-                        enabled=s.http.auth_required,
-                        max_failures=s.http.max_failed_logins_per_minute,
+                        http=s.http,  # tokens, sessions, cross-site checks, security headers
+                        public_url=s.delivery.public_url,
                     ),
-                    partial(audit_api.install, store=self.store),
+                    partial(
+                        audit_api.install,
+                        store=self.store,
+                        verifier=partial(
+                            verify_audit_log, self.store, self.audit_keys, self.anchors
+                        ),
+                    ),
                     partial(routes.install, ingestor=self.ingestor),  # technologist page
                 ],
             )
@@ -192,8 +223,32 @@ class Service:
         await self.delivery.stop()  # one last try of pending deliveries, then the workers end
         if self.http is not None:
             await self.http.cleanup()
+        if self._anchoring is not None:
+            self._anchoring.cancel()
+            await asyncio.gather(self._anchoring, return_exceptions=True)
         await self.store.close()
         log.info("stopped")
+
+    async def _anchor_every(self, seconds: float) -> None:
+        """Anchor the audit chain's head periodically: deleting the newest events is
+        detectable back to the last anchor only. A refusal is an alarm, not a crash."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                anchor = await anchor_now(self.store, self.audit_keys, self.anchors)
+            except AnchorRefused as exc:
+                log.error("audit_anchor_refused", problems=exc.problems)
+            except (StoreError, AnchorError, OSError) as exc:
+                log.error("audit_anchor_failed", error=str(exc))
+            else:
+                # the signed line in the log too: a log server is a second copy the database's
+                # administrators do not write (`lisguard audit verify --anchor-file` reads it)
+                log.info(
+                    "audit_anchored",
+                    seq=anchor.seq,
+                    events=anchor.events,
+                    anchor=anchor_line(anchor),
+                )
 
 
 def _bound_port(runner: web.AppRunner) -> int | None:
@@ -205,8 +260,15 @@ def _bound_port(runner: web.AppRunner) -> int | None:
 
 async def serve(settings: Settings) -> int:
     """`lisguard serve`: run until SIGTERM/SIGINT, then stop accepting and finish in-flight work."""
-    configure_logging(settings.log)
-    service = Service(settings)
+    key = install_key(settings)
+    configure_logging(settings.log, key.derive(PSEUDONYM_PURPOSE))
+    if key.generated:
+        log.warning(
+            "install_key_generated",
+            path=key.source,
+            advice="back this file up: the audit chain cannot be verified without it",
+        )
+    service = Service(settings, key)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

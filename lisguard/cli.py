@@ -13,6 +13,7 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from lisguard import admin, app
+from lisguard.keys import InstallKeyError
 from lisguard.settings import Settings
 from lisguard.store.access import ROLES
 from lisguard.store.base import StoreError
@@ -56,10 +57,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in (p_tc, p_tl, p_tr):
         p.add_argument("--config", type=Path, help="YAML settings file (store)")
 
-    p_audit = sub.add_parser("audit", help="audit log: verify the hash chain")
+    p_key = sub.add_parser("key", help="the install key: audit chain, anchors, log pseudonyms")
+    key_sub = p_key.add_subparsers(dest="key_command", required=True)
+    p_kc = key_sub.add_parser("create", help="write a new key to security.key_file (never over)")
+    p_kc.add_argument("--config", type=Path, help="YAML settings file (security.key_file)")
+
+    p_audit = sub.add_parser("audit", help="audit log: verify the keyed chain, sign its head")
     audit_sub = p_audit.add_subparsers(dest="audit_command", required=True)
     p_av = audit_sub.add_parser("verify", help="detect any edit, deletion or reordering")
     p_av.add_argument("--config", type=Path, help="YAML settings file (store)")
+    p_av.add_argument("--anchor-file", type=Path, help="anchors to check against")
+    p_aa = audit_sub.add_parser("anchor", help="sign the chain's head; append it to a file")
+    p_aa.add_argument("--config", type=Path, help="YAML settings file (store, audit)")
+    p_aa.add_argument("--out", help="file to append to (default audit.anchor_file); - prints")
+
+    p_db = sub.add_parser("db", help="PostgreSQL: roles that cannot change the audit log")
+    db_sub = p_db.add_subparsers(dest="db_command", required=True)
+    p_dg = db_sub.add_parser("grants", help="grant app and retention roles (run as the owner)")
+    p_dg.add_argument("--config", type=Path, help="YAML settings file (the owner's store.url)")
+    p_dg.add_argument("--app-role", required=True, help="the role `lisguard serve` logs in as")
+    p_dg.add_argument("--retention-role", required=True, help="the role `lisguard purge` uses")
+    p_dg.add_argument("--show", action="store_true", help="print the statements, run nothing")
 
     p_purge = sub.add_parser("purge", help="apply retention: empty old raw messages, old audit")
     p_purge.add_argument("--config", type=Path, help="YAML settings file (store, retention)")
@@ -84,8 +102,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.token_command == "list":
                 return asyncio.run(admin.token_list(settings, sys.stdout))
             return asyncio.run(admin.token_revoke(settings, args.id, sys.stdout))
+        if args.command == "key":
+            return admin.key_create(settings, sys.stdout)
         if args.command == "audit":
-            return asyncio.run(admin.audit_verify(settings, sys.stdout))
+            if args.audit_command == "anchor":
+                return asyncio.run(admin.audit_anchor(settings, sys.stdout, to=args.out))
+            return asyncio.run(
+                admin.audit_verify(settings, sys.stdout, anchor_file=args.anchor_file)
+            )
+        if args.command == "db":
+            return asyncio.run(
+                admin.db_grants(
+                    settings,
+                    sys.stdout,
+                    app_role=args.app_role,
+                    retention_role=args.retention_role,
+                    show=args.show,
+                )
+            )
         if args.command == "purge":
             return asyncio.run(
                 admin.purge(
@@ -96,7 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(
                 app.send(args.files, args.host, args.port, args.timeout, args.tls, args.ca_file)
             )
-    except (FileNotFoundError, ValidationError, app.ConfigError, StoreError) as exc:
+    except (
+        FileNotFoundError,
+        ValidationError,
+        app.ConfigError,
+        StoreError,
+        InstallKeyError,
+    ) as exc:
         _fail(sys.stderr, str(exc))
         return 2
     except (OSError, TimeoutError) as exc:  # send: nobody listening, no ACK in time
@@ -111,6 +151,8 @@ def _check_config(path: Path | None) -> int:
     try:
         settings = Settings.load(path)
         app.load_knowledge(settings.knowledge.files, settings.knowledge.base_dir)
+        if settings.security.production:  # serve would refuse to start without it
+            app.install_key(settings, create=False)
     except (FileNotFoundError, ValidationError, app.ConfigError) as exc:
         _fail(sys.stderr, str(exc))
         return 2

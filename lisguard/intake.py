@@ -15,6 +15,7 @@ from typing import NamedTuple
 from lisguard.domain.facts import ClinicalMessage, MessageKey
 from lisguard.hl7v2.ack import AckError, Header, peek_header
 from lisguard.hl7v2.clinical import to_clinical
+from lisguard.hl7v2.printable import printable_message_type, printable_processing_id
 from lisguard.hl7v2.reader import HL7ReadError, Message, parse
 from lisguard.hl7v2.relevance import Relevance
 
@@ -32,10 +33,12 @@ class IngestPolicy:
     """What the site accepts. Defaults suit a lab feed: unknown types are ACKed and ignored,
     so ADT/SIU/MDM noise never turns into a NAK resend storm."""
 
-    processing_ids: frozenset[str] = frozenset({"P", "T", "D"})
+    # MSH-11 values taken (HL7 table 0103). Production only by default: a test system's feed
+    # must never page the bench as real. A site that takes T or D gets their alerts marked test.
+    processing_ids: frozenset[str] = frozenset({"P"})
     unknown_types: str = "ignore"  # "ignore" (AA, stored, not read) or "reject" (AR)
     type_actions: dict[str, str] = field(default_factory=dict)  # e.g. {"QBP": "reject"}
-    always_reply: bool = True
+    always_reply: bool = False  # True: a commit ACK even when MSH-15/16 ask for none
     app_name: str = "LISGUARD"
 
 
@@ -97,10 +100,12 @@ def read_message(text: str, policy: IngestPolicy, relevance: Relevance) -> Readi
     if action is None:
         action = "process" if family in CLINICAL_FAMILIES else policy.unknown_types
     if message.processing_id and message.processing_id not in policy.processing_ids:
-        err = AckError("202", f"processing id {message.processing_id!r} is not accepted here")
+        err = AckError("202", _refused_processing_id(message.processing_id, policy), "MSH", 11)
         return Reading(Verdict.REFUSED, digest, header, key, message, error=err)
     if action == "reject":
-        err = AckError("200", f"message type {message_type!r} is not accepted here")
+        err = AckError(
+            "200", f"message type {printable_message_type(message_type)!r} is not accepted here"
+        )
         return Reading(Verdict.REFUSED, digest, header, key, message, error=err)
     if action != "process":
         return Reading(Verdict.IGNORE, digest, header, key, message)
@@ -120,6 +125,18 @@ def read_message(text: str, policy: IngestPolicy, relevance: Relevance) -> Readi
             failure=type(exc).__name__,
         )
     return Reading(Verdict.PROCESS, digest, header, key, message, clinical)
+
+
+PROCESSING_IDS = {"P": "production", "T": "training/test", "D": "debugging"}  # table 0103
+
+
+def _refused_processing_id(value: str, policy: IngestPolicy) -> str:
+    """What the sender's interface team reads (MSA-3 shows the first 80 characters)."""
+    shown = printable_processing_id(value)
+    meaning = PROCESSING_IDS.get(value)
+    said = f"{shown!r} ({meaning})" if meaning else repr(shown)
+    taken = ", ".join(sorted(policy.processing_ids)) or "none"
+    return f"MSH-11 processing id {said} refused: this interface takes {taken} only"
 
 
 def _nul_reading(text: str, digest: str) -> Reading:
@@ -161,4 +178,5 @@ def message_header(message: Message) -> Header:
         accept_ack_type=values[15].strip(),
         application_ack_type=values[16].strip(),
         encoding=message.encoding,
+        charset=raw[18] if len(raw) > 18 else "",  # echoed in the ACK's MSH-18
     )

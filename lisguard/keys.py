@@ -65,27 +65,47 @@ def load_install_key(settings: SecuritySettings, *, create: bool = True) -> Inst
         return InstallKey(_parse(settings.key.get_secret_value(), "security.key"), "security.key")
     path = settings.key_file
     if path.exists():
-        try:
-            text = path.read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InstallKeyError(f"cannot read the install key {path}: {exc}") from exc
-        return InstallKey(_parse(text, str(path)), str(path))
+        return _read(path)
     if settings.production or not create:
         raise InstallKeyError(
             f"no install key: {path} does not exist. Create it with `lisguard key create` "
             "(and back it up), or set security.key"
         )
-    return InstallKey(write_key_file(path), str(path), generated=True)
+    try:
+        return InstallKey(write_key_file(path), str(path), generated=True)
+    except InstallKeyError:
+        if path.exists():  # another process (a replica) started at the same moment: its key
+            return _read(path)
+        raise
+    except OSError as exc:
+        raise InstallKeyError(f"cannot write the install key {path}: {exc}") from exc
+
+
+def _read(path: Path) -> InstallKey:
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InstallKeyError(f"cannot read the install key {path}: {exc}") from exc
+    return InstallKey(_parse(text, str(path)), str(path))
 
 
 def write_key_file(path: Path) -> bytes:
-    """A new random key in a new file readable by its owner only; never overwrites."""
+    """A new random key in a new file readable by its owner only; never overwrites. The file
+    appears whole (written aside, then linked into place), so a replica starting at the same
+    moment reads the complete key or finds none."""
     secret = secrets.token_bytes(KEY_BYTES)
     path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise InstallKeyError(f"{path} exists already: an install key is never overwritten") from None
-    with os.fdopen(fd, "w", encoding="ascii") as file:
-        file.write(secret.hex() + "\n")
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(secret.hex() + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(aside, path)  # fails if the name exists: never replaces a key
+        except FileExistsError:
+            raise InstallKeyError(f"{path} exists: an install key is never overwritten") from None
+    finally:
+        aside.unlink(missing_ok=True)
     return secret

@@ -25,9 +25,14 @@ def _stderr_logger(*_args: object) -> structlog.PrintLogger:
     return structlog.PrintLogger(file=sys.stderr)
 
 
-def configure_logging(settings: LogSettings) -> None:
+def configure_logging(settings: LogSettings, pseudonym_key: bytes | None = None) -> None:
+    """`pseudonym_key`: the install key's sub-key for pseudonyms (used unless
+    log.patient_hash_key is set)."""
     global _key
-    _key = settings.patient_hash_key.get_secret_value().encode()
+    if settings.patient_hash_key is not None:
+        _key = settings.patient_hash_key.get_secret_value().encode()
+    elif pseudonym_key is not None:
+        _key = pseudonym_key
     level = logging.getLevelNamesMapping().get(settings.level.upper(), logging.INFO)
     as_json = settings.format == "json" or (settings.format == "auto" and not sys.stderr.isatty())
     renderer: structlog.types.Processor = (

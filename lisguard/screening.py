@@ -22,7 +22,7 @@ from lisguard.domain.engine import (
 )
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.knowledge import KnowledgeBase
-from lisguard.domain.patient import PatientState
+from lisguard.domain.patient import PatientState, state_key
 from lisguard.hl7v2.ack import acknowledged
 from lisguard.hl7v2.relevance import Relevance
 from lisguard.intake import IngestPolicy, Verdict, read_message
@@ -85,7 +85,12 @@ class Screening:
         if clinical is None or not touches_state(clinical, self.kb):
             return Screened("accepted", key.control_id)
         states = self.states
-        wanted = {k: states[k] for k in patient_keys(clinical) if k in states}
+        pid = clinical.processing_id  # as serve: a test message's states are its own (state_key)
+
+        def known(keys: Iterable[str]) -> dict[str, PatientState]:
+            return {k: states[state_key(k, pid)] for k in keys if state_key(k, pid) in states}
+
+        wanted = known(patient_keys(clinical))
         tried = set(patient_keys(clinical))
         for _ in range(MAX_ALIAS_HOPS):  # as serve: a retired id's survivor, linked records
             lock, read = keys_to_follow(clinical, wanted)
@@ -93,9 +98,10 @@ class Screening:
             if not more:
                 break
             tried.update(more)
-            wanted.update({k: states[k] for k in more if k in states})
+            wanted.update(known(more))
         outcome = evaluate(clinical, wanted, self.kb)
-        states.update(outcome.states)  # new objects: evaluate never changes what it is given
+        # new objects: evaluate never changes what it is given
+        states.update({state_key(k, pid): st for k, st in outcome.states.items()})
         alerts = []
         for alert in outcome.alerts:  # serve's store raises an alert id once, ever
             if alert.id not in self._alert_ids:

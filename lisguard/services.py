@@ -9,7 +9,7 @@ returned after that commit, so an ACKed message is never lost.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,12 +27,23 @@ from lisguard.domain.engine import (
 )
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.knowledge import KnowledgeBase
-from lisguard.hl7v2.ack import AckError, responses
+from lisguard.domain.patient import PatientState, state_key
+from lisguard.hl7v2.ack import AckError, Header, build_ack, peek_header, responses
+from lisguard.hl7v2.batch import Batch, build_batch_ack, read_batch
 from lisguard.hl7v2.framing import decode_bytes
+from lisguard.hl7v2.printable import printable_message_type
 from lisguard.hl7v2.reader import Message
 from lisguard.hl7v2.relevance import Relevance
 from lisguard.intake import CLINICAL_FAMILIES, IngestPolicy, Reading, Verdict, read_message
-from lisguard.store.base import MESSAGE_RECEIVED, AuditEvent, NewMessage, Store, StoreError
+from lisguard.store.base import (
+    MESSAGE_RECEIVED,
+    AuditEvent,
+    NewMessage,
+    Store,
+    StoreDataError,
+    StoreError,
+    Transaction,
+)
 
 log = structlog.get_logger("lisguard.ingest")
 
@@ -49,11 +60,19 @@ class IngestResult:
     error: str = ""
     flags: tuple[str, ...] = ()
     store_seconds: float = 0.0
+    sender: str = ""  # MSH-3@MSH-4 as sent (unbounded: metrics keep a bounded set)
+    # a batch (outcome "batch"): one result per message; responses holds the one batch ACK
+    parts: list[IngestResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # logs and metrics read this; a shifted field can put a name in MSH-9
+        if self.message_type:
+            self.message_type = printable_message_type(self.message_type)
 
     @property
     def ack_code(self) -> str:
-        """MSA-1 of the last response ('' when none)."""
-        if not self.responses:
+        """MSA-1 of the last response ('' when none, or a batch: its messages have theirs)."""
+        if not self.responses or self.parts or self.outcome == "batch":
             return ""
         for seg in self.responses[-1].split("\r"):
             if seg.startswith("MSA"):
@@ -62,6 +81,10 @@ class IngestResult:
 
 
 AlertListener = Callable[[list[Alert]], Awaitable[None]]
+# told of each message of a batch as it is done: its result and seconds taken (log, metrics)
+BatchObserver = Callable[[IngestResult, float], None]
+# the AE text when the database refuses a value the message carries (a NUL written as \X00\)
+UNSTORABLE = "a field holds a value that cannot be stored (a control character?): correct it"
 
 
 class Ingestor:
@@ -82,20 +105,35 @@ class Ingestor:
         self.routing = routing or AlertRouting()  # snooze, collapse, outbox rows
         self.listeners: list[AlertListener] = []
 
-    async def ingest(self, raw: bytes, *, peer: str = "", text: str | None = None) -> IngestResult:
+    async def ingest(
+        self, raw: bytes, *, peer: str = "", text: str | None = None, batched: bool = False
+    ) -> IngestResult:
         """Process one message. `text` is the decoded message when the caller already split a
-        batch (HTTP, files); otherwise `raw` is decoded here, honouring MSH-18."""
+        batch (HTTP, files); otherwise `raw` is decoded here, honouring MSH-18, and may be a
+        whole batch (an MLLP frame holding FHS/BHS...): see `ingest_batch`. `batched`: the
+        message is one of a batch, answered by exactly one ACK (for the batch ACK)."""
         if text is None:
             text = decode_bytes(raw)
+            batch = read_batch(text)  # None at once for the usual frame: no batch segment
+            if batch is not None:
+                return await self.ingest_batch(batch, peer=peer)
         reading = read_message(text, self.policy, self.relevance)
+        result = await self._ingest_read(raw, reading, peer, batched)
+        # MSH-3@MSH-4 as sent: metrics bound the series (lisguard.transport.metrics)
+        result.sender = f"{reading.header.sending_application}@{reading.header.sending_facility}"
+        return result
+
+    async def _ingest_read(
+        self, raw: bytes, reading: Reading, peer: str, batched: bool
+    ) -> IngestResult:
         verdict = reading.verdict
         if verdict is Verdict.UNREADABLE:
-            return await self._dead_letter(raw, reading, peer)
+            return await self._dead_letter(raw, reading, peer, batched)
         if verdict is Verdict.UNTRANSLATABLE:
             log.error("translate_failed", error=reading.failure)
-            return await self._dead_letter(raw, reading, peer)
+            return await self._dead_letter(raw, reading, peer, batched)
         if verdict is Verdict.REFUSED:
-            return await self._refuse(raw, reading, peer)
+            return await self._refuse(raw, reading, peer, batched)
         message, header, digest, clinical = (
             reading.message,
             reading.header,
@@ -123,7 +161,9 @@ class Ingestor:
                 outcome = Outcome({}, [], [])
                 # most messages (a CBC, a chemistry panel) say nothing the rules read: no state
                 if clinical is not None and touches_state(clinical, self.kb):
-                    states = await tx.load_patients(patient_keys(clinical))
+                    # a test message reads and writes its own world's states (state_key)
+                    patients = ScopedStates(tx, clinical.processing_id) if clinical.test else tx
+                    states = await patients.load_patients(patient_keys(clinical))
                     tried = set(patient_keys(clinical))
                     for _ in range(MAX_ALIAS_HOPS):  # a retired id's survivor, linked records
                         lock, read = keys_to_follow(clinical, states)
@@ -133,13 +173,17 @@ class Ingestor:
                             break
                         tried.update(lock, read)
                         # the survivor is written (locked); linked records are only read
-                        states.update(await tx.load_patients(lock))
-                        states.update(await tx.load_patients(read, lock=False))
+                        states.update(await patients.load_patients(lock))
+                        states.update(await patients.load_patients(read, lock=False))
                     outcome = evaluate(clinical, states, self.kb)
                     for state in outcome.states.values():
-                        await tx.save_patient(state)
+                        await patients.save_patient(state)
                 acks = responses(
-                    header, ok=True, always_reply=policy.always_reply, app_name=policy.app_name
+                    header,
+                    ok=True,
+                    always_reply=policy.always_reply,
+                    batched=batched,
+                    app_name=policy.app_name,
                 )
                 now = self.clock()
                 message_id = await tx.add_message(
@@ -163,11 +207,26 @@ class Ingestor:
                 if alerts:
                     events += await self.routing.route(self.store.desk, tx, alerts, now)
                 await tx.add_audit(events)
+        except StoreDataError as exc:
+            # the content, not the database: the same message would fail again, so AE and a
+            # dead letter (the raw bytes store as they are), never "resend later"
+            log.error("store_refused_content", control_id=key.control_id, error=str(exc))
+            return await self._dead_letter(
+                raw, reading._replace(error=AckError("102", UNSTORABLE)), peer, batched
+            )
         except StoreError as exc:
             log.error("store_failed", control_id=key.control_id, error=str(exc))
             # the sender learns what to do, never the database's name, host or user (logged)
             err = AckError("207", "message not stored, resend later")
-            acks = responses(header, ok=False, rejected=True, error=err, app_name=policy.app_name)
+            acks = responses(
+                header,
+                ok=False,
+                rejected=True,
+                error=err,
+                always_reply=policy.always_reply,
+                batched=batched,
+                app_name=policy.app_name,
+            )
             return IngestResult(
                 acks, "unavailable", key.control_id, message.message_type, error=str(exc)
             )
@@ -185,11 +244,75 @@ class Ingestor:
                 await listener(alerts)
         return result
 
-    async def _refuse(self, raw: bytes, reading: Reading, peer: str) -> IngestResult:
+    async def ingest_batch(
+        self, batch: Batch, *, peer: str = "", observe: BatchObserver | None = None
+    ) -> IngestResult:
+        """A batch received as a unit (HL7 v2 ch. 2, batch protocol): each message through
+        `ingest`, one at a time and with its own outcome (duplicates, dead letters, refusals),
+        then one batch of ACKs answering them all (`lisguard.hl7v2.batch`). `observe` is told of
+        each message (a transport's log and metrics); without it each is logged here."""
+        parts: list[IngestResult] = []
+        acks: list[str] = []
+        app_name = self.policy.app_name
+        for text in batch.messages:
+            started = time.perf_counter()
+            try:
+                result = await self.ingest(text.encode("utf-8"), peer=peer, text=text, batched=True)
+            except Exception as exc:  # a bug costs this message a NAK, not the whole batch
+                log.exception("ingest_failed", error=type(exc).__name__)
+                header = peek_header(text) or Header()
+                err = AckError("207", f"internal error ({type(exc).__name__}); resend later")
+                nak = responses(
+                    header, ok=False, rejected=True, error=err, batched=True, app_name=app_name
+                )
+                result = IngestResult(nak, "rejected", header.control_id, error=err.reason)
+            seconds = time.perf_counter() - started
+            if observe is not None:
+                observe(result, seconds)
+            else:
+                log.info(
+                    "batch_message",
+                    batch=batch.control_id,
+                    type=result.message_type,
+                    control_id=result.control_id,
+                    outcome=result.outcome,
+                    ack=result.ack_code,
+                    alerts=[a.rule.value for a in result.alerts],
+                    error=result.error or None,
+                )
+            parts.append(result)
+            # one ACK each (batched); a resend of a message first sent alone replays the ACK(s)
+            # stored then, and the last (the application ACK) stands for it
+            acks.append(
+                result.responses[-1]
+                if result.responses
+                else build_ack(peek_header(text) or Header(), "AA", app_name=app_name)
+            )
+        problems = batch.all_problems()
+        if problems:
+            log.warning("batch_envelope", batch=batch.control_id, problems=problems)
+        return IngestResult(
+            [build_batch_ack(batch, acks, app_name=app_name)],
+            "batch",
+            batch.control_id,
+            alerts=[a for p in parts for a in p.alerts],
+            error="; ".join(problems),
+            parts=parts,
+        )
+
+    async def _refuse(
+        self, raw: bytes, reading: Reading, peer: str, batched: bool = False
+    ) -> IngestResult:
         assert reading.error is not None and reading.message is not None
         err = reading.error
         acks = responses(
-            reading.header, ok=False, rejected=True, error=err, app_name=self.policy.app_name
+            reading.header,
+            ok=False,
+            rejected=True,
+            error=err,
+            always_reply=self.policy.always_reply,
+            batched=batched,
+            app_name=self.policy.app_name,
         )
         message_type = reading.message.message_type
         await self._keep(raw, reading, acks, "AR", reading.key, message_type, peer)
@@ -197,11 +320,18 @@ class Ingestor:
             acks, "rejected", reading.header.control_id, message_type, error=err.reason
         )
 
-    async def _dead_letter(self, raw: bytes, reading: Reading, peer: str) -> IngestResult:
+    async def _dead_letter(
+        self, raw: bytes, reading: Reading, peer: str, batched: bool = False
+    ) -> IngestResult:
         """Unreadable content: answer AE (CE) saying why, and keep the bytes for inspection."""
         assert reading.error is not None
         acks = responses(
-            reading.header, ok=False, error=reading.error, app_name=self.policy.app_name
+            reading.header,
+            ok=False,
+            error=reading.error,
+            always_reply=self.policy.always_reply,
+            batched=batched,
+            app_name=self.policy.app_name,
         )
         # a dead letter is filed under its control id only when it has one
         key = reading.key if reading.header.control_id else None
@@ -257,6 +387,30 @@ class Ingestor:
             log.error("dead_letter_not_stored", error=str(exc))
 
 
+class ScopedStates:
+    """The patient states of one transaction as a test message (MSH-11 T or D) sees them: under
+    `state_key(key, processing_id)`, apart from production's. The engine works on plain keys."""
+
+    def __init__(self, tx: Transaction, processing_id: str) -> None:
+        self._tx = tx
+        self._processing_id = processing_id
+
+    async def load_patients(
+        self, keys: Sequence[str], *, lock: bool = True
+    ) -> dict[str, PatientState]:
+        stored = {state_key(k, self._processing_id): k for k in keys}
+        found = await self._tx.load_patients(list(stored), lock=lock)
+        return {
+            stored[k]: state.model_copy(update={"key": stored[k]})
+            for k, state in found.items()
+            if k in stored
+        }
+
+    async def save_patient(self, state: PatientState) -> None:
+        scoped = state_key(state.key, self._processing_id)
+        await self._tx.save_patient(state.model_copy(update={"key": scoped}))
+
+
 def _sender(message: Message) -> str:
     """MSH-3 and MSH-4, as an inspector reads them: application@facility."""
     msh = message.segments[0]
@@ -272,6 +426,7 @@ def _audit(
     outcome: Outcome,
     alerts: Iterable[Alert],
 ) -> list[AuditEvent]:
+    pid = message.processing_id or "P"
     events = [
         AuditEvent(
             MESSAGE_RECEIVED,
@@ -284,11 +439,14 @@ def _audit(
                 "outcome": "AA",
                 "sha256": digest,
                 "flags": list(flags),
+                "processing_id": pid,
             },
         )
     ]
+    # an inspector reading a patient's history must see which changes a test message made
+    scope = {"processing_id": pid} if pid != "P" else {}
     events.extend(
-        AuditEvent(f"state.{c.kind}", now, subject=c.patient, detail={"detail": c.detail})
+        AuditEvent(f"state.{c.kind}", now, subject=c.patient, detail={"detail": c.detail, **scope})
         for c in outcome.changes
     )
     events.extend(
@@ -296,7 +454,7 @@ def _audit(
             "alert.raised",
             now,
             subject=a.id,
-            detail={"rule": a.rule.value, "patient": a.patient_key, "order": a.order},
+            detail={"rule": a.rule.value, "patient": a.patient_key, "order": a.order, **scope},
         )
         for a in alerts
     )

@@ -6,17 +6,28 @@ laptop: MLLP on 2575, HTTP on 8080, SQLite under ./var/.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address reaches this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "" (all interfaces) or a name that may resolve anywhere
 
 
 class TlsSettings(BaseModel):
@@ -31,6 +42,20 @@ class TlsSettings(BaseModel):
     def enabled(self) -> bool:
         return self.cert_file is not None
 
+    @model_validator(mode="after")
+    def _no_silent_fallback(self) -> TlsSettings:
+        # each of these would run with less protection than the file asks for, silently
+        if self.require_client_cert and self.client_ca_file is None:
+            raise ValueError(
+                "require_client_cert needs client_ca_file: without a CA to verify against, "
+                "clients without a certificate would be accepted"
+            )
+        if self.cert_file is None and (
+            self.key_file or self.client_ca_file or self.require_client_cert
+        ):
+            raise ValueError("TLS settings without cert_file: TLS would be off")
+        return self
+
 
 class MllpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -39,12 +64,49 @@ class MllpSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 2575
     max_frame_bytes: int = 1024 * 1024
-    idle_timeout_seconds: float = 300.0
+    idle_timeout_seconds: float = 300.0  # between frames; garbage bytes do not extend it
     max_connections: int = 1000
+    # per sender address: one host cannot hold every connection (idle half-frames from one
+    # address locked every other sender out); over it, a connection is closed at once. An
+    # interface engine uses a few; 100 leaves room for one behind NAT with many channels
+    max_connections_per_source: int = Field(default=100, ge=1)
+    # a frame, from its first byte to its end, must arrive within this: bytes dribbled in one
+    # at a time do not extend it (at 1 MB, the sender needs ~35 kB/s)
+    frame_timeout_seconds: float = Field(default=30.0, gt=0)
     # senders allowed to connect (IP addresses or CIDR networks); empty: anyone who can reach
     # the port (restrict with a firewall, this list, and/or TLS client certificates)
     allowed_sources: list[str] = Field(default_factory=list)
     tls: TlsSettings = Field(default_factory=TlsSettings)
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"allowed_sources: {value!r} is not an IP address or CIDR network"
+                ) from None
+        return values
+
+    @model_validator(mode="after")
+    def _not_open_to_the_network(self) -> MllpSettings:
+        # anyone who reaches an open MLLP port writes patient state and raises alerts
+        # TLS alone proves the server to the sender, not the sender to us: client certificates
+        if (
+            self.enabled
+            and not is_loopback(self.host)
+            and not (self.allowed_sources or self.tls.require_client_cert)
+        ):
+            raise ValueError(
+                f"mllp.host {self.host or '(all interfaces)'!r} listens beyond this machine "
+                "with neither mllp.allowed_sources nor TLS client certificates: any host that "
+                "reaches the port could write alerts. Set mllp.allowed_sources to the "
+                "interface engine's address(es) (LISGUARD_MLLP__ALLOWED_SOURCES="
+                "'[\"10.1.2.3\"]'), or mllp.tls with client_ca_file and require_client_cert"
+            )
+        return self
 
 
 class HttpSettings(BaseModel):
@@ -58,6 +120,14 @@ class HttpSettings(BaseModel):
     # only on a closed test bench
     auth_required: bool = True
     max_failed_logins_per_minute: int = 10
+    # browser sessions (POST /api/login, lisguard.web.sessions): one ends after this long
+    # without a request (the open page refreshes every minute), and at the latest this long
+    # after login (a long bench shift)
+    session_idle_minutes: float = Field(default=30.0, gt=0)
+    session_lifetime_hours: float = Field(default=12.0, gt=0)
+    # the session cookie's Secure flag, and HSTS. None: when this service speaks TLS itself;
+    # true behind a TLS-terminating proxy (also set delivery.public_url to the https address)
+    secure_cookies: bool | None = None
     tls: TlsSettings = Field(default_factory=TlsSettings)
 
 
@@ -67,14 +137,27 @@ class StoreSettings(BaseModel):
     url: SecretStr = SecretStr("sqlite:///var/lisguard.db")
 
 
+ProcessingId = Literal["P", "T", "D"]  # MSH-11, HL7 table 0103
+
+
+def _production_only() -> list[ProcessingId]:
+    return ["P"]
+
+
 class IngestSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    processing_ids: list[str] = Field(default_factory=lambda: ["P", "T", "D"])
+    # MSH-11 values taken (table 0103: P production, T training/test, D debugging); any other
+    # gets AR (ERR 202). Alerts of T/D messages are marked test, kept apart from production
+    # state, and not delivered unless a channel's test_alerts says so.
+    processing_ids: list[ProcessingId] = Field(default_factory=_production_only, min_length=1)
     unknown_types: Literal["ignore", "reject"] = "ignore"
     # per message family or type: "process", "ignore" (AA, stored, not read) or "reject" (AR)
     type_actions: dict[str, Literal["process", "ignore", "reject"]] = Field(default_factory=dict)
-    always_reply: bool = True
+    # Enhanced mode: MSH-15/16 (table 0155) are honoured by default, so NE and ER (on success)
+    # get no ACK, as HL7 v2 ch. 2 says. True: a commit ACK goes back even when none was asked
+    # (for a sender whose MLLP client waits for a reply whatever it declared).
+    always_reply: bool = False
     app_name: str = "LISGUARD"
 
 
@@ -92,8 +175,9 @@ class LogSettings(BaseModel):
 
     format: Literal["auto", "json", "console"] = "auto"
     level: str = "INFO"
-    # key for the keyed hash of patient ids in logs; set it in production (env or secret file)
-    patient_hash_key: SecretStr = SecretStr("lisguard-dev-key")
+    # key for the keyed hash of patient ids in logs. None (the default): a sub-key of the
+    # install key (security.key_file), so each install has its own and nothing needs setting
+    patient_hash_key: SecretStr | None = None
 
 
 class RetentionSettings(BaseModel):
@@ -103,6 +187,21 @@ class RetentionSettings(BaseModel):
     raw_message_days: int | None = 90
     # audit events are kept longer (inspections); None keeps them forever
     audit_event_days: int | None = None
+    # the database URL `lisguard purge` connects with: on PostgreSQL a role allowed to delete
+    # audit events (lisguard db grants), which the service's role is not. None: store.url
+    store_url: SecretStr | None = None
+
+
+class AuditSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # signed anchors of the audit chain's head, one JSON line each (`lisguard audit anchor`,
+    # checked by `lisguard audit verify`); keep it where the database's administrators cannot
+    # write: another host, append-only storage, or ship each line to a log server as well
+    anchor_file: Path = Path("var/audit-anchors.jsonl")
+    # the running service appends an anchor this often; 0 switches that off. Deleting the
+    # newest events is detectable back to the last anchor only
+    anchor_interval_minutes: float = Field(default=60.0, ge=0)
 
 
 class RetrySettings(BaseModel):
@@ -120,9 +219,12 @@ class WebhookSettings(BaseModel):
 
     enabled: bool = False
     url: str = ""  # POST target, e.g. https://paging.example.org/lisguard
-    # HMAC-SHA256 key: the X-Lisguard-Signature header is "sha256=" + hex over the raw body
+    # Standard Webhooks signing secret, "whsec_" + base64 of 24-64 random bytes (lisguard.transport
+    # .webhook); it also keys the deprecated X-Lisguard-Signature header for this release
     secret: SecretStr | None = None
     timeout_seconds: float = Field(default=10.0, gt=0)
+    # also POST alerts of test messages (MSH-11 T/D, `"test": true`): only to a test receiver
+    test_alerts: bool = False
 
 
 class Hl7OutboundSettings(BaseModel):
@@ -138,6 +240,9 @@ class Hl7OutboundSettings(BaseModel):
     # what an AE or AR ACK means: try again later ("retry") or give up ("fail")
     on_ae: Literal["retry", "fail"] = "fail"
     on_ar: Literal["retry", "fail"] = "retry"
+    # also send alerts of test messages (MSH-11 T/D; the ORU carries that MSH-11): only to a
+    # test receiver
+    test_alerts: bool = False
 
 
 class DeliverySettings(BaseModel):
@@ -153,6 +258,10 @@ class DeliverySettings(BaseModel):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     hl7: Hl7OutboundSettings = Field(default_factory=Hl7OutboundSettings)
+
+
+# keys that were printed in docs or defaults of earlier versions: anyone can reverse them
+PUBLISHED_KEYS = frozenset({"lisguard-dev-key", "change-me-to-a-long-random-secret"})
 
 
 class SecuritySettings(BaseModel):
@@ -182,6 +291,21 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    @model_validator(mode="after")
+    def _production_is_not_a_test_bench(self) -> Settings:
+        if not self.security.production:
+            return self
+        problems = []
+        if self.http.enabled and not self.http.auth_required:
+            problems.append("http.auth_required is false")
+        hash_key = self.log.patient_hash_key
+        if hash_key is not None and hash_key.get_secret_value() in PUBLISHED_KEYS:
+            problems.append("log.patient_hash_key is a published example key")
+        if problems:
+            raise ValueError("security.production is true but " + "; ".join(problems))
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -222,8 +346,11 @@ class Settings(BaseSettings):
         """The effective settings as plain data, secrets hidden."""
         data = self.model_dump(mode="json")
         data["store"]["url"] = redact_url(self.store.url.get_secret_value())
-        data["log"]["patient_hash_key"] = "***"
+        data["log"]["patient_hash_key"] = "***" if self.log.patient_hash_key else None
         data["security"]["key"] = "***" if self.security.key is not None else None
+        retention_url = self.retention.store_url
+        if retention_url is not None:
+            data["retention"]["store_url"] = redact_url(retention_url.get_secret_value())
         return data
 
 

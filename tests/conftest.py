@@ -35,6 +35,9 @@ def service_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "http": {"host": "127.0.0.1", "port": 0, "auth_required": False},
         "store": {"url": f"sqlite:///{tmp_path / 'lisguard.db'}"},
         "log": {"format": "json", "level": "WARNING"},
+        # the install key (keys the audit chain) and the audit anchors: per test, not ./var
+        "security": {"key_file": tmp_path / "lisguard.key"},
+        "audit": {"anchor_file": tmp_path / "audit-anchors.jsonl"},
     }
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)

@@ -11,6 +11,11 @@ Retries back off exponentially per row (initial * 2**(attempts-1), capped). When
 fails for a reason that may pass (receiver down, timeout, 5xx, AR), the worker also pauses the
 whole channel for that delay instead of trying every other pending row against the same dead
 receiver.
+
+A failing delivery is a WARNING (channel, alert id, attempt, error: never the alert's text or
+patient) at its first failed attempt and then at attempts 2, 4, 8, ... (each alert and channel),
+and when it is given up; the other retries are INFO. Each outcome is also told to `observer`
+(metrics: lisguard_deliveries_total).
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class Attempt:
 
 
 class Channel(Protocol):
+    """A delivery channel. One that may receive test alerts (MSH-11 T/D) says so with a true
+    `accepts_test` attribute (absent: it does not)."""
+
     name: str  # outbox channel: "webhook", "hl7"
 
     async def deliver(self, record: AlertRecord) -> Attempt: ...
@@ -65,6 +73,13 @@ class RetryPolicy:
 
 
 DeliveryListener = Callable[[str], Awaitable[None]]  # called with the alert id
+DeliveryObserver = Callable[[str, str], None]  # channel, outcome (delivered, retry, failed)
+TEST_REFUSED = "a test alert (MSH-11 T/D): this channel takes production alerts only"
+
+
+def accepts_test(channel: Channel) -> bool:
+    """Whether the channel may receive alerts of test messages."""
+    return getattr(channel, "accepts_test", False) is True
 
 
 class OutboxWorker:
@@ -77,8 +92,10 @@ class OutboxWorker:
         poll_seconds: float = 1.0,
         lease_seconds: float = 120.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        observer: DeliveryObserver | None = None,
     ) -> None:
         self.store = store
+        self.observer = observer
         self.channel = channel
         self.retry = retry
         self.poll_seconds = poll_seconds
@@ -168,6 +185,9 @@ class OutboxWorker:
         record = await self.store.desk.get(item.alert_id)
         if record is None:  # cannot happen with the foreign key; never loop on it
             attempt = Attempt(False, permanent=True, detail="alert not found")
+        elif record.alert.test and not accepts_test(self.channel):
+            # routing gives test alerts no row here; a row from anywhere else is never sent
+            attempt = Attempt(False, permanent=True, detail=TEST_REFUSED)
         else:
             try:
                 attempt = await self.channel.deliver(record)
@@ -186,13 +206,17 @@ class OutboxWorker:
         await self.store.desk.record(
             item, outcome=outcome, at=now, error=attempt.detail, next_attempt_at=next_at
         )
-        log.info(
-            "delivery",
+        if self.observer is not None:
+            self.observer(self.channel.name, outcome)
+        report = log.warning if _warn(outcome, item.attempts) else log.info
+        report(
+            "delivery_failed" if outcome != "delivered" else "delivery",
             channel=self.channel.name,
             alert=item.alert_id,
             attempt=item.attempts,
             outcome=outcome,
-            detail=attempt.detail or None,
+            error=attempt.detail or None,
+            retry_in=backoff,
         )
         for listener in self.listeners:
             await listener(item.alert_id)
@@ -203,3 +227,10 @@ class OutboxWorker:
         failure. For a graceful stop."""
         handled, _ = await self.deliver_due(flush=True)
         return handled
+
+
+def _warn(outcome: str, attempts: int) -> bool:
+    """A failure worth a warning: given up, or the 1st, 2nd, 4th, 8th... failed attempt."""
+    if outcome == "delivered":
+        return False
+    return outcome == "failed" or attempts <= 1 or attempts & (attempts - 1) == 0

@@ -9,6 +9,10 @@
 3. Otherwise it is a lead: one outbox row per enabled delivery channel, in the same
    transaction, so a crash or a down receiver cannot lose the delivery.
 
+An alert of a test message (MSH-11 T/D, `alert.test`) gets outbox rows only on the channels a
+site marked as taking test alerts (`test_channels`), and collapses only into a test lead of
+the same processing id: a real alert never disappears into a test one, nor the reverse.
+
 The collapse window is measured from the lead's creation, not slid by each repeat: a patient who
 keeps being tested is re-alerted at least once per window.
 """
@@ -31,6 +35,7 @@ DEFAULT_COLLAPSE_WINDOW = timedelta(hours=12)
 class AlertRouting:
     channels: tuple[str, ...] = ()  # outbox channels to fill for each lead alert
     collapse_window: timedelta = DEFAULT_COLLAPSE_WINDOW  # zero: never collapse
+    test_channels: tuple[str, ...] = ()  # of `channels`, those that also take test alerts
 
     async def route(
         self, desk: DeskStore, tx: Any, alerts: Sequence[Alert], now: datetime
@@ -51,8 +56,11 @@ class AlertRouting:
                 detail = {"rule": rule, "patient": alert.patient_key, "lead": lead, "count": count}
                 events.append(AuditEvent("alert.collapsed", now, subject=alert.id, detail=detail))
                 continue
-            if self.channels:
-                await desk.add_outbox(tx, alert.id, self.channels, now)
+            channels = self.channels
+            if alert.test:  # never to a production receiver: it would act on it as real
+                channels = tuple(c for c in channels if c in self.test_channels)
+            if channels:
+                await desk.add_outbox(tx, alert.id, channels, now)
         return events
 
     async def _lead(self, desk: DeskStore, tx: Any, alert: Alert, now: datetime) -> str | None:
@@ -61,6 +69,10 @@ class AlertRouting:
         since = now - self.collapse_window
         wanted = sorted(alert.recommendations)
         for lead in await desk.open_leads(tx, alert.patient_key, alert.rule.value, since):
-            if lead.alert.id != alert.id and sorted(lead.alert.recommendations) == wanted:
+            if (
+                lead.alert.id != alert.id
+                and lead.alert.processing_id == alert.processing_id
+                and sorted(lead.alert.recommendations) == wanted
+            ):
                 return lead.alert.id
         return None

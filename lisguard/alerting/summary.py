@@ -14,7 +14,13 @@ from datetime import datetime
 from lisguard.domain.context import add_months
 from lisguard.domain.engine import MAX_ALIAS_HOPS
 from lisguard.domain.knowledge import Effect, KnowledgeBase
-from lisguard.domain.patient import Exposure, IsotypeStatement, PatientState, RbcTyping
+from lisguard.domain.patient import (
+    Exposure,
+    IsotypeStatement,
+    PatientState,
+    RbcTyping,
+    state_key,
+)
 from lisguard.store.base import Store
 from lisguard.store.desk import AlertQuery, AlertRecord, Snooze
 
@@ -46,20 +52,28 @@ def _drugs_with(kb: KnowledgeBase, effect: Effect) -> set[str]:
     return {d.id for d in kb.drugs.values() if d.enabled and effect in d.effects}
 
 
-async def patient_summary(store: Store, kb: KnowledgeBase, key: str) -> PatientSummary | None:
+async def patient_summary(
+    store: Store, kb: KnowledgeBase, key: str, processing_id: str = "P"
+) -> PatientSummary | None:
     """None when lisguard knows nothing about this patient key. A retired identifier (merged
-    away) shows its survivor's record, saying which key was asked for."""
+    away) shows its survivor's record, saying which key was asked for. `processing_id` T or D:
+    the patient as that test feed left it (its own state and alerts, lisguard.domain.patient
+    .state_key); production's view never shows test alerts."""
     requested = key
-    state = await store.get_patient(key)
+    state = await store.get_patient(state_key(key, processing_id))
     for _ in range(MAX_ALIAS_HOPS):
         if state is None or state.alias_of is None:
             break
         key = state.alias_of
-        state = await store.get_patient(key)
-    alerts = await store.desk.search(AlertQuery(patient=key, order="newest", limit=200))
+        state = await store.get_patient(state_key(key, processing_id))
+    test = processing_id != "P"
+    alerts = await store.desk.search(AlertQuery(patient=key, test=test, order="newest", limit=200))
     for alias in state.merged_from if state is not None else ():
         # raised under an identifier before it was merged into this record
-        alerts += await store.desk.search(AlertQuery(patient=alias, order="newest", limit=200))
+        alerts += await store.desk.search(
+            AlertQuery(patient=alias, test=test, order="newest", limit=200)
+        )
+    alerts = [r for r in alerts if r.alert.processing_id == processing_id]
     alerts.sort(key=lambda r: r.created_at, reverse=True)
     snoozes = await store.desk.list_snoozes(patient_key=key)
     if state is None and not alerts and not snoozes:

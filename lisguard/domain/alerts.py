@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class Severity(StrEnum):
@@ -112,6 +112,15 @@ class Alert(BaseModel):
     location: str = ""
     evidence: tuple[EvidenceItem, ...] = Field(default=())
     sources: tuple[str, ...] = ()
+    # MSH-11 of the message that raised it (HL7 table 0103): P production, T training, D
+    # debugging. Stored alerts from before it existed read as P.
+    processing_id: str = "P"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def test(self) -> bool:
+        """Raised by a test (T) or debugging (D) message: never paged or delivered as real."""
+        return self.processing_id != "P"
 
     @property
     def patient_key(self) -> str:
@@ -123,11 +132,15 @@ class Alert(BaseModel):
         return self.model_dump(mode="json")
 
 
-def alert_id(patient_key: str, rule: RuleId, order: str) -> str:
+def alert_id(patient_key: str, rule: RuleId, order: str, processing_id: str = "P") -> str:
     """Deterministic id: the same patient, rule and order always give the same id.
 
     That is what makes "one alert per patient, rule and order" hold across replays, restarts
-    and replicas: the store can refuse a second insert of the same id.
+    and replicas: the store can refuse a second insert of the same id. A test message's alert
+    gets an id of its own: sharing the production id would make the store refuse the real
+    alert later as a repeat of the test one.
     """
-    digest = hashlib.sha256(f"{patient_key}\x1f{rule.value}\x1f{order}".encode()).hexdigest()
-    return digest[:24]
+    text = f"{patient_key}\x1f{rule.value}\x1f{order}"
+    if processing_id != "P":
+        text += f"\x1f{processing_id}"  # production ids stay as they always were
+    return hashlib.sha256(text.encode()).hexdigest()[:24]

@@ -174,7 +174,7 @@ def _evaluate(
     alerts: list[Alert] = []
     for rule in rules:
         for draft in rule(view):
-            aid = alert_id(key, draft.rule, draft.order)
+            aid = alert_id(key, draft.rule, draft.order, msg.processing_id)
             if aid in after.alerted:
                 continue  # one alert per patient, rule and order
             after.alerted.append(aid)
@@ -194,6 +194,7 @@ def _evaluate(
                     location=msg.location,
                     evidence=tuple(draft.evidence),
                     sources=tuple(draft.sources),
+                    processing_id=msg.processing_id,
                 )
             )
     changed = {k: st for k, st in others.items() if st != states.get(k)}

@@ -140,6 +140,12 @@ class ClinicalMessage:
     linked: tuple[PatientId, ...] = ()  # ADT^A24: the second PID, now linked to `patient`
     unlinked: tuple[PatientId, ...] = ()  # ADT^A37: the second PID, no longer linked
     notes: tuple[str, ...] = field(default=())  # translator remarks (e.g. unreadable timestamp)
+    # MSH-11.1 (P, T, D; empty reads as P): a test message's facts live apart from production's
+    processing_id: str = "P"
+
+    @property
+    def test(self) -> bool:
+        return self.processing_id != "P"
 
     @property
     def event_time(self) -> datetime | None:

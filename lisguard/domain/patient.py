@@ -180,6 +180,19 @@ class PatientState(BaseModel):
                 del self.order_numbers[k]
 
 
+def state_key(key: str, processing_id: str = "P") -> str:
+    """Where a patient's state is kept for messages of one MSH-11 processing id.
+
+    Production (P) state under the patient key itself; each test processing id (T, D) has a
+    world of its own, under a key starting with a record separator - which no patient key can
+    (identifiers are stripped, and str.strip takes it for whitespace). A test feed often reuses
+    real MRNs: its doses must never open (or its alerts use up) a real patient's alerts, and
+    real state must not make a test scenario pass. Keys inside a state (aliases, links) stay
+    plain: they are read within the same world.
+    """
+    return key if processing_id == "P" else f"\x1e{processing_id}\x1e{key}"
+
+
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else min(a, b)
 

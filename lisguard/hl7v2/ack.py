@@ -1,19 +1,28 @@
 """Acknowledgements (HL7 v2 chapter 2): original mode AA/AE/AR; enhanced CA/CE/CR + application.
 
 Built as text, not with hl7apy: an ACK is sent for every message on the hot path and is a fixed
-three-segment shape (MSH, MSA, ERR); tests check every ACK parses with hl7apy.
+three-segment shape (MSH, MSA, ERR); tests check every ACK parses with hl7apy and python-hl7.
+
+The shape follows the incoming MSH-12 (echoed in the ACK's MSH-12):
+- before 2.5: the reason in MSA-3, the error in ERR-1 (ERR has no other field before 2.5);
+- 2.5 and 2.6: MSA-3 and ERR-1 kept (backward compatible) plus ERR-2 location, ERR-3 code,
+  ERR-4 severity and ERR-8 user message;
+- 2.7 and later: MSA-3 and ERR-1 are withdrawn, so only ERR-2/3/4/8.
+An ACK's bytes are always in the character set its own MSH-18 names (`wire_bytes`).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
 from lisguard.hl7v2.escapes import DEFAULT_ENCODING, Encoding
+from lisguard.hl7v2.framing import charset_codec
 
 # HL7 table 0357 message error condition codes used in ERR-3.
 ERROR_TEXT = {
@@ -22,6 +31,7 @@ ERROR_TEXT = {
     "101": "Required field missing",
     "102": "Data type error",
     "103": "Table value not found",
+    "104": "Value too long",
     "200": "Unsupported message type",
     "201": "Unsupported event code",
     "202": "Unsupported processing id",
@@ -31,6 +41,13 @@ ERROR_TEXT = {
     "206": "Application record locked",
     "207": "Application internal error",
 }
+
+# Codes table 0357 gained after v2.3.1, by the version that added them (104: v2.7); an ACK of an
+# older version says 207 instead, a code its receiver's table has.
+CODE_ADDED = {"104": (2, 7)}
+DEFAULT_VERSION = "2.5.1"
+UTF8_CHARSET = "UNICODE UTF-8"  # MSH-18 (table 0211) of an ACK the sender's set cannot hold
+_VERSION = re.compile(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", re.IGNORECASE)
 
 _counter = itertools.count(1)
 _prefix = f"LG{os.getpid() % 10000:04d}{int(time.time()) % 100000:05d}"
@@ -95,6 +112,7 @@ class Header(NamedTuple):
     accept_ack_type: str = ""  # MSH-15
     application_ack_type: str = ""  # MSH-16
     encoding: Encoding = DEFAULT_ENCODING
+    charset: str = ""  # MSH-18, raw (echoed in the ACK)
 
     @property
     def enhanced(self) -> bool:
@@ -107,6 +125,19 @@ class AckError:
     reason: str  # what a person at the sending end needs to know
     segment: str = ""
     field: int | None = None
+
+
+def version_of(version: str) -> tuple[int, ...]:
+    """MSH-12 as numbers ("2.5.1" -> (2, 5, 1)); the default version when it does not read."""
+    m = _VERSION.match(version or DEFAULT_VERSION) or _VERSION.match(DEFAULT_VERSION)
+    assert m is not None
+    return tuple(int(g) for g in m.groups() if g is not None)
+
+
+def error_code(code: str, version: tuple[int, ...]) -> str:
+    """The table 0357 code an ACK of `version` can carry for `code`."""
+    added = CODE_ADDED.get(code)
+    return "207" if added is not None and version < added else code
 
 
 def build_ack(
@@ -122,6 +153,8 @@ def build_ack(
     f, c, s = enc.field, enc.component, enc.subcomponent
     stamp = _stamp() if now is None else now.strftime("%Y%m%d%H%M%S")
     msg_type = f"ACK{c}{header.trigger}{c}ACK" if header.trigger else "ACK"
+    version = header.version or DEFAULT_VERSION
+    v = version_of(version)
     fields = [
         "MSH",
         enc.msh2,
@@ -134,35 +167,83 @@ def build_ack(
         msg_type,
         next_control_id(),
         header.processing_id or "P",
-        header.version or "2.5.1",
+        version,
     ]
-    msh = f.join(fields)
-    segments = [msh]
     msa = ["MSA", code, escape(header.control_id, enc)]
-    if error is not None:
+    if error is not None and v < (2, 7):  # MSA-3 text message: withdrawn in v2.7
         msa.append(escape(error.reason[:80], enc))
-    segments.append(f.join(msa))
+    segments = [f.join(msa)]
     if error is not None:
-        label = ERROR_TEXT.get(error.code, "Error")
-        location = ""
-        if error.segment:
-            location = f"{error.segment}{c}1{c}{error.field or ''}".rstrip(c)
-        err = [
-            "ERR",
-            # ERR-1 (v2.3-2.4 style): segment^sequence^field^code&text&table
-            f"{error.segment}{c}{c}{error.field or ''}{c}{error.code}{s}{label}{s}HL70357"
-            if error.segment
-            else f"{c}{c}{c}{error.code}{s}{label}{s}HL70357",
-            location,
-            f"{error.code}{c}{label}{c}HL70357",
-            "E",
-            "",
-            "",
-            "",
-            escape(error.reason, enc),
-        ]
+        err_code = error_code(error.code, v)
+        label = ERROR_TEXT.get(err_code, "Error")
+        seq = "1" if error.segment else ""
+        field = str(error.field or "") if error.segment else ""
+        # ERR-1 error code and location (ELD): segment^sequence^field^code&text&table; the only
+        # ERR field before v2.5, kept in 2.5-2.6 for older receivers, withdrawn in v2.7
+        err1 = f"{error.segment}{c}{seq}{c}{field}{c}{err_code}{s}{label}{s}HL70357"
+        if v < (2, 5):
+            err = ["ERR", err1]
+        else:
+            location = f"{error.segment}{c}{seq}{c}{field}".rstrip(c) if error.segment else ""
+            err = [
+                "ERR",
+                err1 if v < (2, 7) else "",
+                location,  # ERR-2 error location (ERL)
+                f"{err_code}{c}{label}{c}HL70357",  # ERR-3 HL7 error code
+                "E",  # ERR-4 severity (table 0516)
+                "",
+                "",
+                "",
+                escape(error.reason, enc),  # ERR-8 user message
+            ]
         segments.append(f.join(err))
-    return "\r".join(segments)
+    rest = "\r".join(segments)
+    msh = f.join(fields)
+    charset = _ack_charset(header.charset, enc, msh + rest)
+    if charset:  # MSH-13..17 empty: an ACK asks for no acknowledgement itself
+        msh = f.join([*fields, "", "", "", "", "", charset])
+    return f"{msh}\r{rest}"
+
+
+def _first_label(charset: str, enc: Encoding) -> str:
+    """The first repetition's first component of MSH-18."""
+    return charset.split(enc.repetition, 1)[0].split(enc.component, 1)[0]
+
+
+def _ack_charset(declared: str, enc: Encoding, text: str) -> str:
+    """MSH-18 of the ACK: the sender's, echoed, when the ACK can be written in it (always when it
+    is all ASCII); otherwise UTF-8, declared, so that a receiver decoding by MSH-18 reads it."""
+    if text.isascii():
+        return declared
+    codec = charset_codec(_first_label(declared, enc)) if declared else None
+    if codec is not None:
+        try:
+            text.encode(codec)
+            return declared
+        except UnicodeEncodeError:
+            pass
+    return UTF8_CHARSET
+
+
+def ack_codec(text: str) -> str:
+    """The codec to send an ACK (or a batch of ACKs) in: the one its first MSH-18 names; UTF-8
+    when none is named (the text is then ASCII, unless an ACK stored by an older version)."""
+    start = 0 if text.startswith("MSH") else text.find("\rMSH") + 1  # a batch: its first ACK
+    if (start == 0 and not text.startswith("MSH")) or len(text) < start + 8:
+        return "utf-8"
+    end = text.find("\r", start)
+    line = text[start : end if end >= 0 else len(text)]
+    parts = line.split(line[3], 18)
+    if len(parts) < 18 or not parts[17]:
+        return "utf-8"
+    chars = parts[1]
+    label = parts[17].split(chars[1:2] or "~", 1)[0].split(chars[:1] or "^", 1)[0]
+    return charset_codec(label) or "utf-8"
+
+
+def wire_bytes(text: str) -> bytes:
+    """An ACK (or batch of ACKs) as bytes, in the character set its MSH-18 names."""
+    return text.encode(ack_codec(text), errors="replace")
 
 
 def responses(
@@ -171,18 +252,22 @@ def responses(
     ok: bool,
     rejected: bool = False,
     error: AckError | None = None,
-    always_reply: bool = True,
+    always_reply: bool = False,
+    batched: bool = False,
     app_name: str = "LISGUARD",
 ) -> list[str]:
     """The ACK message(s) to send back, by the acknowledgement mode the sender asked for.
 
     Original mode: one ACK, AA / AE (content error) / AR (rejected: unsupported, or we could not
-    store it - the sender should retry). Enhanced mode: a commit ACK (CA/CE/CR) when MSH-15 asks,
-    then an application ACK (AA/AE/AR) when MSH-16 asks. With `always_reply`, a sender that asked
-    for none still gets the commit ACK, so an MLLP client waiting for a reply never hangs.
+    store it - the sender should retry). Enhanced mode (HL7 v2 ch. 2, table 0155): a commit ACK
+    (CA/CE/CR) when MSH-15 asks (AL, SU on success, ER on error), then an application ACK
+    (AA/AE/AR) when MSH-16 asks; none at all when neither asks (NE, or ER on success). With
+    `always_reply` (a site override) a sender that asked for none still gets the commit ACK.
+    `batched`: a message of a batch, answered in the batch ACK by exactly one ACK (AA/AE/AR)
+    whatever its MSH-15/16, so that the batch ACK has one per message.
     """
     app_code = "AA" if ok else ("AR" if rejected else "AE")
-    if not header.enhanced:
+    if batched or not header.enhanced:
         return [build_ack(header, app_code, error=error, app_name=app_name)]
     out: list[str] = []
     commit_code = "CA" if ok else ("CR" if rejected else "CE")
@@ -195,7 +280,7 @@ def responses(
     return out
 
 
-def acknowledged(header: Header, *, ok: bool, always_reply: bool = True) -> bool:
+def acknowledged(header: Header, *, ok: bool, always_reply: bool = False) -> bool:
     """Whether `responses` would answer anything (without building the ACKs)."""
     if not header.enhanced or always_reply:
         return True
@@ -251,7 +336,9 @@ def peek_header(text: str) -> Header | None:
         trigger=trigger[1] if len(trigger) > 1 else "",
         processing_id=fld(11).split(enc.component)[0],
         version=fld(12).split(enc.component)[0],
-        accept_ack_type=fld(15),
-        application_ack_type=fld(16),
+        # stripped as message_header does: MSH-15 " " is original mode, not enhanced
+        accept_ack_type=fld(15).strip(),
+        application_ack_type=fld(16).strip(),
         encoding=enc,
+        charset=fld(18),
     )

@@ -440,4 +440,6 @@ def to_clinical(msg: Message, identity: PatientIdentity = _DEFAULT_IDENTITY) -> 
         merged_from=tuple(merged),
         linked=tuple(others) if trigger == LINK_TRIGGER else (),
         unlinked=tuple(others) if trigger == UNLINK_TRIGGER else (),
+        # required by HL7; senders that leave it empty are taken for production, as before
+        processing_id=msg.processing_id or "P",
     )

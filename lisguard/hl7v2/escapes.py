@@ -7,7 +7,9 @@ one ``in`` test in the reader.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 __all__ = ["DEFAULT_ENCODING", "Encoding", "unescape"]
 
@@ -48,6 +50,9 @@ def _count(text: str) -> int:
     text = text.strip().lstrip("+")
     if not text.isascii() or not text.isdigit():
         return 1
+    text = text.lstrip("0") or "0"
+    if len(text) > 2:  # >= 100: int() of thousands of digits is slow, and raises past 4300
+        return _MAX_REPEAT
     return min(int(text), _MAX_REPEAT)
 
 
@@ -57,9 +62,12 @@ def _hex_text(digits: str) -> str | None:
         return None
     data = bytes.fromhex(digits)
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
-        return data.decode("latin-1")
+        text = data.decode("latin-1")
+    # a NUL is no text, and PostgreSQL cannot store one: the replacement character, as a
+    # decoder gives for bytes it cannot read
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
 
 
 def _translate(seq: str, enc: Encoding) -> str | None:
@@ -118,25 +126,38 @@ def unescape(value: str, enc: Encoding = DEFAULT_ENCODING) -> str:
     a Windows path, lose nothing).
     """
     esc = enc.escape
-    start = value.find(esc)
-    if start < 0:
+    if esc not in value:
         return value
-    out: list[str] = []
-    pos = 0
-    while start >= 0:
-        end = value.find(esc, start + 1)
-        if end < 0:
-            break
-        text = _translate(value[start + 1 : end], enc)
-        if text is None:
-            # Not an escape sequence: keep the opening char and the text, and let the closing
-            # char open the next candidate sequence.
-            out.append(value[pos:end])
-            pos = start = end
-            continue
-        out.append(value[pos:start])
-        out.append(text)
-        pos = end + 1
-        start = value.find(esc, pos)
-    out.append(value[pos:])
-    return "".join(out)
+    # One left-to-right regex pass: text that is not a known sequence never reaches Python code,
+    # so a flood of escape characters costs C time, and Python work is one call per sequence.
+    return _sequences(esc).sub(lambda m: _replacement(m, enc), value)
+
+
+def _replacement(match: re.Match[str], enc: Encoding) -> str:
+    text = _translate(match.group(1), enc)
+    # None only if the pattern and _translate disagreed: keeping the text is the safe side
+    return match.group(0) if text is None else text
+
+
+@lru_cache(maxsize=16)
+def _sequences(esc: str) -> re.Pattern[str]:
+    """The escape sequences `_translate` knows, each between two escape characters.
+
+    A sequence holds no escape character, so a candidate opened at an escape character ends at
+    the next one; when it is not a known sequence, the search goes on from that closing
+    character, which opens the next candidate (as `unescape` always read them). Quantifiers are
+    possessive and never nested: every attempt stops at the next escape character, so the whole
+    pass is linear in the length of the value.
+    """
+    e = re.escape(esc)
+    body = f"[^{e}]"
+    hexd = "[0-9A-Fa-f]"
+    seq = (
+        "[FSTREPHN]"
+        f"|X(?:{hexd}{{2}})*+"
+        r"|\.(?:br|ce|fi|nf)"
+        rf"|\.(?:sp|sk|in|ti){body}*+"
+        f"|Z{body}++"
+        f"|[CM](?:{hexd}{{6}}|{hexd}{{4}})"
+    )
+    return re.compile(f"{e}({seq}){e}")

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["UTF8_BOM", "WIDE_BOMS", "declared_codec", "decode_bytes", "split_messages"]
+__all__ = [
+    "UTF8_BOM",
+    "WIDE_BOMS",
+    "charset_codec",
+    "declared_codec",
+    "decode_bytes",
+    "split_messages",
+]
 
 UTF8_BOM = b"\xef\xbb\xbf"
 WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 (and UTF-32 LE)
@@ -66,6 +73,11 @@ _CHARSETS = {
 # --------------------------------------------------------------------------------------- bytes
 
 
+def charset_codec(label: str) -> str | None:
+    """The codec an MSH-18 value (its first repetition) names; None if unknown."""
+    return _CHARSETS.get(label.strip().upper())
+
+
 def declared_codec(raw: bytes) -> str | None:
     """The codec MSH-18 of the first MSH names, read from the bytes as ASCII; None if none."""
     start = raw.find(b"MSH")
@@ -88,7 +100,7 @@ def declared_codec(raw: bytes) -> str | None:
     for delimiter in encoding_chars[1:2], encoding_chars[:1]:  # repetition, then component
         if delimiter:
             label = label.split(delimiter, 1)[0]
-    return _CHARSETS.get(label.decode("latin-1").strip().upper())
+    return charset_codec(label.decode("latin-1"))
 
 
 def decode_bytes(raw: bytes) -> str:

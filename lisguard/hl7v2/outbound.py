@@ -1,14 +1,21 @@
 """An alert as an HL7 v2.5.1 ORU^R01, for sites that want it back in the LIS (built with hl7apy,
 the reference model for outbound HL7; v2.5.1 has no TQ1 trouble).
 
-    MSH  ... ORU^R01^ORU_R01, MSH-10 = the alert id (first 20 characters), original-mode ACK
+    MSH  ... ORU^R01^ORU_R01, MSH-10 = the alert id (first 20 characters), MSH-11 = the
+         processing id of the message that raised the alert (P; T or D for a test alert),
+         MSH-18 = UNICODE UTF-8 (the bytes sent are UTF-8), original-mode ACK
     PID  PID-3 = patient ^^^ authority ^MR
     PV1  PV1-3.1 = the point of care the alert carries
     ORC  RE, placer order = the order the alert is about
-    OBR  OBR-3 = alert id ^LISGUARD, OBR-4 = LGALERT, OBR-7 = event time, OBR-25 = F
+    OBR  OBR-3 = alert id ^LISGUARD (EI: our application's namespace), OBR-4 = LGALERT^...^99LSG,
+         OBR-7 = event time, OBR-25 = F
     NTE  the alert text, then one line per evidence item
     OBX  rule (ST), severity (ST), one CWE per recommendation with its one-line meaning (and
          an NTE repeating the meaning in full), drugs (ST)
+
+Codes of our own (OBR-4, OBX-3, the recommendation CWEs in OBX-5) name the coding system
+`99LSG`: HL7 table 0396's form for a locally defined system ("99zzz"), which a receiver can map
+apart from its own local codes - unlike "L", which every local system shares.
 
 The message is a pure function of the stored alert and its creation time, so a retry sends the
 same bytes with the same control id: a receiver that de-duplicates (as lisguard itself does)
@@ -26,7 +33,9 @@ from lisguard.hl7v2.ack import escape
 from lisguard.hl7v2.escapes import DEFAULT_ENCODING
 
 VERSION = "2.5.1"
-CODE_SYSTEM = "LISGUARD"
+APPLICATION = "LISGUARD"  # MSH-3, and the namespace of the alert id in OBR-3 (EI, not a code)
+CODE_SYSTEM = "99LSG"  # table 0396 "99zzz": lisguard's local codes (LGALERT, LGRULE, ...)
+CHARSET = "UNICODE UTF-8"  # table 0211: what transport/hl7_outbound encodes the message as
 
 
 def control_id(alert: Alert) -> str:
@@ -58,14 +67,17 @@ def alert_oru(
     """The ORU^R01 (ER7, segments separated by CR) carrying one alert."""
     m = Message("ORU_R01", version=VERSION)
     msh = m.msh
-    msh.msh_3 = CODE_SYSTEM
+    msh.msh_3 = APPLICATION
     msh.msh_4 = _text(sending_facility)
     msh.msh_5 = _text(receiving_application)
     msh.msh_6 = _text(receiving_facility)
     msh.msh_7 = _ts(created_at)
     msh.msh_9 = "ORU^R01^ORU_R01"
     msh.msh_10 = control_id(alert)
-    msh.msh_11 = "P"
+    # a test alert says so to the receiver too (routing sends it only where a site allows)
+    msh.msh_11 = alert.processing_id if alert.processing_id in ("P", "T", "D") else "T"
+    # the bytes are UTF-8 (a location "HÄMONK"): without MSH-18 a receiver reads ASCII
+    msh.msh_18 = CHARSET
 
     result = m.add_group("ORU_R01_PATIENT_RESULT")
     patient = result.add_group("ORU_R01_PATIENT")
@@ -83,7 +95,7 @@ def alert_oru(
     obr = group.obr
     obr.obr_1 = "1"
     obr.obr_2 = _text(alert.order)
-    obr.obr_3 = f"{alert.id}^{CODE_SYSTEM}"
+    obr.obr_3 = f"{alert.id}^{APPLICATION}"
     obr.obr_4 = f"LGALERT^Anti-CD38 interference alert^{CODE_SYSTEM}"
     if alert.event_time is not None:
         obr.obr_7 = _ts(alert.event_time)

@@ -22,6 +22,7 @@ from functools import lru_cache
 from lisguard.hl7v2.datatypes import parse_ts
 from lisguard.hl7v2.escapes import Encoding, unescape
 from lisguard.hl7v2.framing import decode_bytes, split_messages
+from lisguard.hl7v2.printable import printable_segment_name
 
 __all__ = [
     "Encoding",
@@ -87,23 +88,23 @@ def _encoding(sep: str, chars: str) -> Encoding:
         )
     if len(chars) < 4:
         raise HL7ReadError(
-            f"missing encoding characters: MSH-2 is {chars!r}, needs component, repetition, "
-            "escape and subcomponent characters",
+            f"missing encoding characters: MSH-2 has {len(chars)}, needs component, "
+            "repetition, escape and subcomponent characters",
             code="101" if not chars else "102",
             segment="MSH",
             field=2,
         )
     if len(chars) > 5:
         raise HL7ReadError(
-            f"MSH-2 {chars[:10]!r} has {len(chars)} encoding characters, at most 5 are allowed",
+            f"MSH-2 has {len(chars)} encoding characters, at most 5 are allowed",
             code="102",
             segment="MSH",
             field=2,
         )
     for char in chars:
         if char.isalnum() or char.isspace():
-            raise HL7ReadError(
-                f"encoding character {char!r} in MSH-2 is a letter, digit or whitespace",
+            raise HL7ReadError(  # which one is not said: it may be the start of a name
+                "an encoding character in MSH-2 is a letter, digit or whitespace",
                 code="102",
                 segment="MSH",
                 field=2,
@@ -126,17 +127,20 @@ def _check_name(line: str, sep: str, index: int) -> None:
         or name[1] not in _NAME_REST
         or name[2] not in _NAME_REST
     ):
+        # what the line holds is never quoted: after a raw CR in free text it is PHI
         raise HL7ReadError(
-            f"segment {index + 1} starts {line[:12]!r}: a segment name is 3 characters, "
-            "an uppercase letter then uppercase letters or digits",
+            f"segment {index + 1} does not start with a segment name (3 characters, an "
+            "uppercase letter then uppercase letters or digits); a carriage return inside a "
+            "field splits it so",
             code="100",
         )
     if len(line) > 3 and line[3] != sep:
+        known = printable_segment_name(name)
         raise HL7ReadError(
-            f"segment {index + 1} starts {line[:12]!r}: the name is not followed by the field "
-            f"separator {sep!r}",
+            f"segment {index + 1}{f' ({known})' if known else ''}: the name is not "
+            f"followed by the field separator {sep!r}",
             code="100",
-            segment=name,
+            segment=known,
         )
 
 
@@ -152,9 +156,7 @@ def parse(text: str) -> Message:
     if not text:
         raise HL7ReadError("empty message", code="100")
     if not text.startswith("MSH"):
-        raise HL7ReadError(
-            f"a message starts with an MSH segment, this one starts {text[:12]!r}", code="100"
-        )
+        raise HL7ReadError("a message starts with an MSH segment; this one does not", code="100")
     if "\n" in text:
         text = text.replace("\r\n", "\r").replace("\n", "\r")
     if text.endswith("\r"):  # the usual final terminator (MLLP)
@@ -303,13 +305,17 @@ class Segment:
     subcomponents matter.
     """
 
-    __slots__ = ("_fields", "encoding", "name", "raw")
+    __slots__ = ("_fields", "_reps", "encoding", "name", "raw")
 
     def __init__(self, raw: str, encoding: Encoding) -> None:
         self.name = raw[:3]
         self.raw = raw
         self.encoding = encoding
         self._fields: list[str] | None = None
+        # field number -> its repetitions, split once: callers walk repetitions by number
+        # (get(f, repetition=i) for every i), and splitting the field again for each number
+        # made a field of n repetitions cost n**2 (a hostile OBX-5 of 1 MB of '~' took hours)
+        self._reps: dict[int, list[str]] | None = None
 
     def __repr__(self) -> str:
         return f"<Segment {self.raw[:40]!r}>"
@@ -359,14 +365,26 @@ class Segment:
     def _is_header_field(self, field: int) -> bool:
         return field <= 2 and self.name in _HEADER_SEGMENTS
 
+    def _split_reps(self, field: int, value: str) -> list[str]:
+        """Field `field` (raw text `value`, not MSH-1/2) split at the repetition character,
+        once per segment and field."""
+        cache = self._reps
+        if cache is None:
+            cache = self._reps = {}
+        reps = cache.get(field)
+        if reps is None:
+            reps = cache[field] = value.split(self.encoding.repetition)
+        return reps
+
     def repetitions(self, field: int) -> list[str]:
-        """The raw (escaped) repetitions of a field; [] when the field is empty or absent."""
+        """The raw (escaped) repetitions of a field; [] when the field is empty or absent.
+        The segment's own list: read it, never change it."""
         raw = self.field_raw(field)
         if not raw:
             return []
         if self._is_header_field(field):
             return [raw]
-        return raw.split(self.encoding.repetition)
+        return self._split_reps(field, raw)
 
     def components(self, field: int, repetition: int = 1) -> list[str]:
         """The unescaped components of one repetition; [] when it is empty or absent."""
@@ -396,8 +414,8 @@ class Segment:
         if self._is_header_field(field):
             return [value] if repetition == 1 else []
         enc = self.encoding
-        if enc.repetition in value:
-            reps = value.split(enc.repetition)
+        if (self._reps is not None and field in self._reps) or enc.repetition in value:
+            reps = self._split_reps(field, value)
             if repetition > len(reps):
                 return []
             value = reps[repetition - 1]
@@ -429,9 +447,9 @@ class Segment:
         if field <= 2 and self.name in _HEADER_SEGMENTS:
             return value if component == subcomponent == repetition == 1 else ""
         enc = self.encoding
-        sep = enc.repetition
-        if sep in value:
-            parts = value.split(sep)
+        reps = self._reps
+        if (reps is not None and field in reps) or enc.repetition in value:
+            parts = self._split_reps(field, value)
             if repetition > len(parts):
                 return ""
             value = parts[repetition - 1]

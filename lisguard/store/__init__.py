@@ -1,6 +1,9 @@
 """Persistence: the Store port (base) and its backends (memory, SQLite, PostgreSQL).
 
-`open_store(url)` picks a backend from a URL; call `await store.open()` before use:
+`open_store(url, audit_key=...)` picks a backend from a URL; call `await store.open()` before
+use. `audit_key` (the install key's "audit-chain" sub-key, lisguard.domain.audit_anchor.AuditKeys)
+keys the audit chain's hashes; every store the service or an admin command opens gets it, since
+an event written without it after keyed ones breaks the chain.
 
 - ``memory://`` - in-process, lost at exit (tests, `lisguard check`).
 - ``sqlite:///var/lisguard.db`` - a file path relative to the working directory;
@@ -45,7 +48,7 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, audit_key: bytes | None = None) -> Store:
     """A store for the URL (not opened yet). Raises ValueError for a URL it cannot use."""
     scheme, sep, _ = url.partition("://")
     scheme = scheme.lower()
@@ -54,15 +57,15 @@ def open_store(url: str) -> Store:
     if scheme == "memory":
         from lisguard.store.memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(audit_key=audit_key)
     if scheme == "sqlite":
-        return _sqlite(url)
+        return _sqlite(url, audit_key)
     if scheme in ("postgresql", "postgres"):
-        return _postgres(url)
+        return _postgres(url, audit_key)
     raise ValueError(f"unknown store URL scheme {scheme!r}: use memory, sqlite or postgresql")
 
 
-def _sqlite(url: str) -> Store:
+def _sqlite(url: str, audit_key: bytes | None = None) -> Store:
     from lisguard.store.sqlite import SqliteStore
 
     parts = urlsplit(url)
@@ -86,10 +89,11 @@ def _sqlite(url: str) -> Store:
         synchronous=synchronous,
         busy_timeout_ms=busy_timeout_ms,
         min_free_bytes=min_free_bytes,
+        audit_key=audit_key,
     )
 
 
-def _postgres(url: str) -> Store:
+def _postgres(url: str, audit_key: bytes | None = None) -> Store:
     from lisguard.store.postgres import PostgresStore
 
     parts = urlsplit(url)
@@ -99,7 +103,7 @@ def _postgres(url: str) -> Store:
     max_size = _int_option(options, "max_size", 10, url)
     rest = urlencode([(k, v) for k, v in query if k not in ("min_size", "max_size")])
     dsn = urlunsplit(parts._replace(query=rest))
-    return PostgresStore(dsn, min_size=min_size, max_size=max_size)
+    return PostgresStore(dsn, min_size=min_size, max_size=max_size, audit_key=audit_key)
 
 
 def _int_option(options: dict[str, str], name: str, default: int, url: str) -> int:

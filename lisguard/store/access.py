@@ -1,5 +1,6 @@
-"""Tokens, audit search and retention: what lab managers and admins do with the store (the
-search's filters and SQL: lisguard.store.audit_search).
+"""Tokens, browser sessions, audit search and retention: what lab managers and admins do with
+the store (the search's filters and SQL: lisguard.store.audit_search; sessions:
+lisguard.store.sessions).
 
 Not on the per-message path, so one implementation serves both SQL backends (placeholders are
 rewritten for PostgreSQL); the memory backend has its own below. Every change here appends its
@@ -12,19 +13,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from lisguard.domain.audit import PURGE_KIND, ChainLink, ChainReport, verify_chain
+from lisguard.domain.audit import PURGE_KIND
+from lisguard.store.audit_chain import verify_audit_chain as verify_audit_chain  # re-export
 from lisguard.store.audit_search import AuditQuery, kinds_match, patient_matches, search_sql
 from lisguard.store.base import (
     AuditEvent,
-    Store,
     StoredAuditEvent,
     StoreError,
 )
 from lisguard.store.memory import load_detail, utc
-from lisguard.store.sql_common import SqlPart
+from lisguard.store.sessions import MemorySessions, Session, SqlSessions
 
-ROLES = ("technologist", "manager", "admin", "sender")
-VERIFY_PAGE = 5000
+ROLES = ("technologist", "manager", "admin", "sender", "metrics")
 # PostgreSQL advisory lock key serialising appends to the audit chain (any fixed 64-bit number)
 AUDIT_CHAIN_LOCK = 0x6C67_6175_6469_7431
 
@@ -53,7 +53,34 @@ class AccessStore(Protocol):
 
     async def list_tokens(self) -> list[ApiToken]: ...
 
-    async def revoke_token(self, token_id: int, *, by: str, at: datetime) -> bool: ...
+    async def revoke_token(self, token_id: int, *, by: str, at: datetime) -> bool:
+        """Also ends every open session of the token, in the same transaction."""
+        ...
+
+    async def add_session(
+        self,
+        token: ApiToken,
+        session_hash: str,
+        *,
+        at: datetime,
+        expires_at: datetime,
+        client: str = "",
+    ) -> Session:
+        """A browser session (POST /api/login), audited as `auth.login` from `client`."""
+        ...
+
+    async def find_session(self, session_hash: str) -> Session | None:
+        """The session with its token as it is now, ended or not (the caller applies
+        `Session.live`)."""
+        ...
+
+    async def touch_session(self, session_id: int, at: datetime) -> None:
+        """Record use: the idle timeout counts from the last touch."""
+        ...
+
+    async def end_session(self, session_id: int, *, by: str, at: datetime) -> bool:
+        """Logout, audited as `auth.logout`; False when it had ended already."""
+        ...
 
     async def search_audit(self, query: AuditQuery) -> list[StoredAuditEvent]:
         """Newest first."""
@@ -68,7 +95,7 @@ class AccessStore(Protocol):
         ...
 
 
-class SqlAccess(SqlPart):
+class SqlAccess(SqlSessions):
     """AccessStore over the SQLite or PostgreSQL store (plumbing in lisguard.store.sql_common)."""
 
     def _token(self, r: Any) -> ApiToken:
@@ -118,7 +145,9 @@ class SqlAccess(SqlPart):
                 "revoke_token",
             )
             if rows:
-                await tx.add_audit([AuditEvent("token.revoked", at, by, str(token_id))])
+                ended = await self._end_token_sessions(tx, token_id, at)
+                detail = {"sessions_ended": ended}
+                await tx.add_audit([AuditEvent("token.revoked", at, by, str(token_id), detail)])
         return bool(rows)
 
     async def search_audit(self, query: AuditQuery) -> list[StoredAuditEvent]:
@@ -211,12 +240,13 @@ _TOKEN_SELECT = (
 )
 
 
-class MemoryAccess:
+class MemoryAccess(MemorySessions):
     """AccessStore over the memory backend (tests, `lisguard check`)."""
 
     def __init__(self, store: Any) -> None:
         self._store = store
         self._tokens: dict[int, ApiToken] = {}
+        self._sessions: dict[int, Session] = {}
 
     async def add_token(
         self, name: str, role: str, token_hash: str, *, by: str, at: datetime
@@ -244,8 +274,12 @@ class MemoryAccess:
         if token is None or not token.active:
             return False
         async with self._store.transaction() as tx:
-            await tx.add_audit([AuditEvent("token.revoked", at, by, str(token_id))])
+            sessions = self._open_sessions(token_id)
+            detail = {"sessions_ended": len(sessions)}
+            await tx.add_audit([AuditEvent("token.revoked", at, by, str(token_id), detail)])
             self._tokens[token_id] = replace(token, revoked_at=utc(at))
+            for session in sessions:
+                self._sessions[session.id] = replace(session, ended_at=utc(at))
         return True
 
     async def search_audit(self, query: AuditQuery) -> list[StoredAuditEvent]:
@@ -301,20 +335,3 @@ class MemoryAccess:
             }
             await tx.add_audit([AuditEvent(PURGE_KIND, at, by, "", detail)])
         return int(detail["events"])
-
-
-async def verify_audit_chain(store: Store) -> ChainReport:
-    """Walk the whole audit log in sequence order and check every link (`lisguard audit
-    verify` and the manager page's button both use this)."""
-    links: list[ChainLink] = []
-    after = 0
-    while page := await store.list_audit(after_seq=after, limit=VERIFY_PAGE):
-        for row in page:
-            e = row.event
-            links.append(
-                ChainLink(
-                    row.seq, e.at, e.kind, e.actor, e.subject, e.detail, row.prev_hash, row.hash
-                )
-            )
-        after = page[-1].seq
-    return verify_chain(links)

@@ -35,6 +35,12 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached or written (down, disk full, read-only)."""
 
 
+class StoreDataError(StoreError):
+    """The content cannot be stored as it is: a value the database refuses (a character it
+    cannot hold, a string too long). Resending the same message fails the same way, so the
+    service answers AE and keeps it as a dead letter, never AR "resend later"."""
+
+
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A message as received, with the ACK that will be sent for it."""

@@ -100,6 +100,8 @@ class AlertQuery:
     rule: str | None = None
     location: str | None = None  # PV1-3 as the alert carries it
     patient: str | None = None  # patient key
+    # alerts of test messages (MSH-11 T/D): None any, False production only, True test only
+    test: bool | None = None
     order: str = "queue"  # queue: most severe, then newest; newest: newest first
     limit: int = 200
 
@@ -173,8 +175,8 @@ class DeskStore(Protocol):
         """The alerts collapsed into this lead, newest first."""
         ...
 
-    async def counts(self) -> dict[str, int]:
-        """Alerts per status."""
+    async def counts(self, *, test: bool = False) -> dict[str, int]:
+        """Alerts per status: of production messages, or (`test`) of test messages."""
         ...
 
     async def locations(self) -> list[str]:
@@ -190,6 +192,11 @@ class DeskStore(Protocol):
         ...
 
     async def deliveries(self, alert_id: str) -> list[OutboxItem]: ...
+
+    async def backlog(self) -> dict[str, tuple[int, datetime | None]]:
+        """Per channel with rows not yet delivered (status pending): how many, and the
+        created_at of the oldest (metrics, read at scrape time by every replica)."""
+        ...
 
     # -- delivery workers
 

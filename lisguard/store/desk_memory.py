@@ -258,6 +258,7 @@ class MemoryDesk:
             and (query.rule is None or r.alert.rule.value == query.rule)
             and (query.location is None or r.alert.location == query.location)
             and (query.patient is None or r.alert.patient_key == query.patient)
+            and (query.test is None or r.alert.test == query.test)
         ]
 
         def order(pair: tuple[int, AlertRecord]) -> tuple[Any, ...]:
@@ -273,10 +274,11 @@ class MemoryDesk:
         found.sort(key=lambda p: (p[1].created_at, p[0]), reverse=True)
         return [r for _, r in found]
 
-    async def counts(self) -> dict[str, int]:
+    async def counts(self, *, test: bool = False) -> dict[str, int]:
         counts: dict[str, int] = {}
         for _, r in self._committed():
-            counts[r.status] = counts.get(r.status, 0) + 1
+            if r.alert.test == test:
+                counts[r.status] = counts.get(r.status, 0) + 1
         return counts
 
     async def locations(self) -> list[str]:
@@ -304,6 +306,16 @@ class MemoryDesk:
     async def deliveries(self, alert_id: str) -> list[OutboxItem]:
         items = [i for i in self._outbox.values() if i.alert_id == alert_id]
         return sorted(items, key=lambda i: i.channel)
+
+    async def backlog(self) -> dict[str, tuple[int, datetime | None]]:
+        found: dict[str, tuple[int, datetime | None]] = {}
+        for item in self._outbox.values():
+            if item.status != "pending":
+                continue
+            count, oldest = found.get(item.channel, (0, None))
+            first = item.created_at if oldest is None else min(oldest, item.created_at)
+            found[item.channel] = (count + 1, first)
+        return found
 
     # -- delivery workers
 

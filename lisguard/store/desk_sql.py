@@ -46,6 +46,12 @@ class SqlDesk(SqlOutbox):
             "payload->>'location'" if self._pg else "json_extract(payload, '$.location')"
         )
         self._lock = " FOR UPDATE" if self._pg else ""  # SQLite: the one writer holds the lock
+        # MSH-11 of the message that raised the alert; alerts stored before it was kept are P
+        self._processing_id = (
+            "coalesce(payload->>'processing_id', 'P')"
+            if self._pg
+            else "coalesce(json_extract(payload, '$.processing_id'), 'P')"
+        )
 
     def _record(self, r: Any) -> AlertRecord:
         return AlertRecord(
@@ -171,6 +177,7 @@ class SqlDesk(SqlOutbox):
             )
             record = self._record(rows[0])
             await tx.add_audit([review_event("alert.acknowledged", record, by, at, note=note)])
+            await self._notify(tx, alert_id)
         return record
 
     async def resolve(
@@ -190,6 +197,7 @@ class SqlDesk(SqlOutbox):
                 "alert.resolved", record, by, at, resolution=resolution, reason=reason
             )
             await tx.add_audit([event])
+            await self._notify(tx, alert_id)
         return record
 
     async def snooze_alert(
@@ -214,6 +222,7 @@ class SqlDesk(SqlOutbox):
                     review_event("alert.snoozed", record, by, at, snooze=snooze.id, reason=reason),
                 ]
             )
+            await self._notify(tx, alert_id)
         return record, snooze
 
     async def _insert_snooze(
@@ -288,6 +297,8 @@ class SqlDesk(SqlOutbox):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if query.test is not None:
+            where.append(f"{self._processing_id} {'<>' if query.test else '='} 'P'")
         sql = f"SELECT {_ALERT} FROM alerts"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -304,8 +315,11 @@ class SqlDesk(SqlOutbox):
         )
         return [self._record(r) for r in rows]
 
-    async def counts(self) -> dict[str, int]:
-        rows = await self._read("SELECT status, count(*) FROM alerts GROUP BY status")
+    async def counts(self, *, test: bool = False) -> dict[str, int]:
+        rows = await self._read(
+            f"SELECT status, count(*) FROM alerts WHERE {self._processing_id}"
+            f" {'<>' if test else '='} 'P' GROUP BY status"
+        )
         return {r[0]: int(r[1]) for r in rows}
 
     async def locations(self) -> list[str]:

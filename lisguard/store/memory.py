@@ -31,6 +31,7 @@ from lisguard.domain.audit import (
 )
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
+from lisguard.store.audit_chain import start_keyed_chain
 from lisguard.store.base import (
     AuditEvent,
     NewMessage,
@@ -98,10 +99,14 @@ def message_row(
 
 
 def chain_rows(
-    prev: str | None, events: Sequence[AuditEvent], stamp: Callable[[datetime], Any]
+    prev: str | None,
+    events: Sequence[AuditEvent],
+    stamp: Callable[[datetime], Any],
+    key: bytes | None = None,
 ) -> list[tuple[Any, ...]]:
     """Audit rows ready to insert, each hashed over what will be stored and linked to `prev`:
-    (at, kind, actor, subject, detail JSON, prev_hash, hash)."""
+    (at, kind, actor, subject, detail JSON, prev_hash, hash). `key`: the audit-chain key (an
+    HMAC the database cannot recompute); None only for stores opened without one (tests)."""
     rows = []
     for e in events:
         detail = dump_json(e.detail)
@@ -110,7 +115,7 @@ def chain_rows(
         canonical = (
             detail if reads_back_the_same(e.detail) else canonical_detail(load_detail(detail))
         )
-        digest = hash_canonical(prev, utc(e.at), e.kind, e.actor, e.subject, canonical)
+        digest = hash_canonical(prev, utc(e.at), e.kind, e.actor, e.subject, canonical, key)
         rows.append((stamp(e.at), e.kind, e.actor, e.subject, detail, prev, digest))
         prev = digest
     return rows
@@ -190,8 +195,9 @@ class MemoryStore:
     bytes and audit events. `lisguard check` runs so: a 100k-message file neither holds every
     message in memory nor pays for an audit chain that ends with the process."""
 
-    def __init__(self, *, history: bool = True) -> None:
+    def __init__(self, *, history: bool = True, audit_key: bytes | None = None) -> None:
         self.history = history
+        self.audit_key = audit_key  # keys the audit chain (lisguard.domain.audit)
         self._open = False
         self._lock = asyncio.Lock()
         self._messages: dict[int, StoredMessage] = {}
@@ -215,6 +221,7 @@ class MemoryStore:
 
     async def open(self) -> None:
         self._open = True  # nothing to migrate; data survives close()/open() on this instance
+        await start_keyed_chain(self, self.audit_key)
 
     async def close(self) -> None:
         async with self._lock:  # let a running transaction finish
@@ -432,8 +439,9 @@ class _MemoryTransaction:
             store._next_alert_seq += 1
         for audit in self._audit:
             prev = store._audit[-1].hash if store._audit else None
+            detail = load_detail(audit.detail)
             digest = event_hash(
-                prev, audit.at, audit.kind, audit.actor, audit.subject, load_detail(audit.detail)
+                prev, audit.at, audit.kind, audit.actor, audit.subject, detail, store.audit_key
             )
             store._audit.append(
                 replace(audit, seq=store._next_audit_seq, prev_hash=prev, hash=digest)

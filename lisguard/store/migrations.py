@@ -164,7 +164,13 @@ async def apply_postgres(conn: Any, lock_key: int) -> list[int]:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
         await conn.execute("SET LOCAL client_min_messages = warning")  # no 'already exists'
-        await conn.execute(_POSTGRES_BOOKKEEPING)
+        # CREATE ... IF NOT EXISTS needs the CREATE privilege even when the table exists: an
+        # application role that does not own the schema (lisguard db grants) only reads it
+        exists = await conn.fetchval(
+            "SELECT to_regclass(format('%I.schema_migrations', current_schema()))"
+        )
+        if exists is None:
+            await conn.execute(_POSTGRES_BOOKKEEPING)
         rows = await conn.fetch("SELECT version, checksum FROM schema_migrations")
         todo = pending(migrations, {int(r["version"]): str(r["checksum"]) for r in rows})
         for m in todo:

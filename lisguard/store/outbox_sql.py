@@ -39,6 +39,13 @@ class SqlOutbox(SqlPart):
         )
         return [self._item(r) for r in rows]
 
+    async def backlog(self) -> dict[str, tuple[int, datetime | None]]:
+        rows = await self._read(
+            "SELECT channel, COUNT(*), MIN(created_at) FROM outbox WHERE status = 'pending'"
+            " GROUP BY channel"
+        )
+        return {r[0]: (int(r[1]), self._time(r[2])) for r in rows}
+
     # -- delivery workers
 
     async def claim(
@@ -99,4 +106,12 @@ class SqlOutbox(SqlPart):
             event = delivery_event(item, outcome, at, error)
             if rows and event is not None:
                 await tx.add_audit([event])
+            if rows:
+                await self._notify(tx, item.alert_id)
         return bool(rows)
+
+    async def _notify(self, tx: Any, alert_id: str) -> None:
+        """PostgreSQL: the other replicas' live pages hear of it at COMMIT (lisguard.store
+        .pg_live). SQLite and memory stay in-process (lisguard.web.live)."""
+        if self._pg:
+            await tx.notify_changed([alert_id])

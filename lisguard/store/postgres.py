@@ -34,11 +34,14 @@ import asyncpg
 from lisguard.domain.alerts import Alert
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
+from lisguard.store import pg_live
 from lisguard.store.access import AUDIT_CHAIN_LOCK, SqlAccess
+from lisguard.store.audit_chain import start_keyed_chain
 from lisguard.store.base import (
     AuditEvent,
     NewMessage,
     StoredAlert,
+    StoreDataError,
     StoredAuditEvent,
     StoredMessage,
     StoreError,
@@ -85,7 +88,12 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 
 # What the database layer raises; anything else is a bug and propagates as it is.
+# the content, not the server: class 22 (a NUL in text or \u0000 in jsonb is 22P05 or 22021,
+# a too long value 22001) and text Python cannot encode (a lone surrogate)
+_BAD_DATA: tuple[type[BaseException], ...] = (asyncpg.exceptions.DataError, UnicodeEncodeError)
+
 LIBRARY_ERRORS: tuple[type[Exception], ...] = (
+    UnicodeEncodeError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
@@ -126,11 +134,17 @@ def translate(
     """An asyncpg/OS exception as the store error the service understands."""
     if isinstance(exc, StoreError):
         return exc
-    detail = str(exc) or type(exc).__name__
+    # the server's primary message only: its DETAIL may quote the values (message content)
+    primary = exc.message if isinstance(exc, asyncpg.PostgresError) else str(exc)
+    detail = primary or type(exc).__name__
+    if isinstance(exc, UnicodeEncodeError):  # its text quotes the characters themselves
+        detail = f"text not encodable as UTF-8 ({exc.reason})"
     if connection_lost:
         detail = f"connection lost ({detail})"
     if connection_lost or isinstance(exc, _UNAVAILABLE):
         return StoreUnavailable(f"PostgreSQL {where}: {doing}: {detail}")
+    if isinstance(exc, _BAD_DATA):
+        return StoreDataError(f"PostgreSQL {where}: {doing}: {detail}")
     return StoreError(f"PostgreSQL {where}: {doing}: {detail}")
 
 
@@ -176,6 +190,7 @@ class PostgresStore:
         acquire_timeout: float = 10.0,
         command_timeout: float | None = 60.0,
         ping_timeout: float = 5.0,
+        audit_key: bytes | None = None,
     ) -> None:
         """`dsn`: postgresql://user[:password]@host[:port]/database[?param=value...]; asyncpg
         passes query parameters it does not know (e.g. search_path) to the server as settings.
@@ -190,9 +205,11 @@ class PostgresStore:
         self.acquire_timeout = acquire_timeout
         self.command_timeout = command_timeout
         self.ping_timeout = ping_timeout
+        self.audit_key = audit_key  # keys the audit chain (lisguard.domain.audit)
         self._where = redact_dsn(dsn)
         self.access = SqlAccess(self, "postgres", utc, utc)  # tokens, audit search, retention
         self.desk = SqlDesk(self, "postgres", utc, utc)  # alert desk and outbox
+        self.live_origin = pg_live.new_origin()  # tags this store's change notifications
         self._pool: Any = None
 
     def __repr__(self) -> str:
@@ -232,6 +249,11 @@ class PostgresStore:
                 raise translate(exc, "cannot migrate the schema", self._where) from exc
             raise
         self._pool = pool
+        try:
+            await start_keyed_chain(self, self.audit_key)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -257,6 +279,20 @@ class PostgresStore:
         except Exception:
             return False
 
+    def change_listener(
+        self, on_change: pg_live.ChangeCallback, on_resync: Callable[[], None]
+    ) -> pg_live.ChangeListener:
+        """Other processes' alert changes on this schema, on a connection of its own."""
+        return pg_live.ChangeListener(
+            self.dsn,
+            self.server_settings,
+            self.live_origin,
+            on_change,
+            on_resync,
+            where=self._where,
+            connect_timeout=self.connect_timeout,
+        )
+
     def _require_pool(self) -> Any:
         if self._pool is None:
             raise StoreUnavailable(f"PostgreSQL {self._where}: the store is not open")
@@ -276,7 +312,7 @@ class PostgresStore:
                 await pg_tx.start()
             except LIBRARY_ERRORS as exc:
                 raise translate(exc, "cannot start a transaction", self._where) from exc
-            tx = _PostgresTransaction(conn, self._where)
+            tx = _PostgresTransaction(conn, self._where, self.audit_key, self.live_origin)
             try:
                 yield tx
             except BaseException:
@@ -407,9 +443,13 @@ def _is_closed(conn: Any) -> bool:
 
 
 class _PostgresTransaction:
-    def __init__(self, conn: Any, where: str) -> None:
+    def __init__(
+        self, conn: Any, where: str, audit_key: bytes | None, live_origin: str = ""
+    ) -> None:
         self._conn = conn
         self._where = where
+        self._audit_key = audit_key
+        self._live_origin = live_origin
         self.finished = False
         self.failed = False
 
@@ -532,7 +572,15 @@ class _PostgresTransaction:
             )
             if new_id is not None:
                 inserted.append(str(new_id))
+        await self.notify_changed(inserted)
         return inserted
+
+    async def notify_changed(self, alert_ids: Sequence[str]) -> None:
+        """Tell the other replicas' live pages, at COMMIT (lisguard.store.pg_live)."""
+        if alert_ids:
+            await self._run(
+                partial(pg_live.notify, self._conn, self._live_origin, alert_ids), "notify"
+            )
 
     async def add_audit(self, events: Sequence[AuditEvent]) -> None:
         if not events:
@@ -548,7 +596,7 @@ class _PostgresTransaction:
             partial(self._conn.fetchval, "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1"),
             "add_audit",
         )
-        rows = chain_rows(last, events, utc)
+        rows = chain_rows(last, events, utc, self._audit_key)
         await self._run(
             partial(
                 self._conn.executemany,

@@ -35,10 +35,12 @@ from lisguard.domain.alerts import Alert
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
 from lisguard.store.access import SqlAccess
+from lisguard.store.audit_chain import start_keyed_chain
 from lisguard.store.base import (
     AuditEvent,
     NewMessage,
     StoredAlert,
+    StoreDataError,
     StoredAuditEvent,
     StoredMessage,
     StoreError,
@@ -95,7 +97,9 @@ def translate(exc: BaseException, doing: str, path: Path | str) -> StoreError:
     if isinstance(exc, StoreError):
         return exc
     detail = str(exc) or type(exc).__name__
-    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.DataError):
+    if isinstance(exc, sqlite3.DataError | UnicodeEncodeError):  # too big, unencodable text
+        return StoreDataError(f"SQLite {path}: {doing}: {detail}")
+    if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError):
         return StoreError(f"SQLite {path}: {doing}: {detail}")
     if isinstance(exc, OSError):
         return StoreUnavailable(f"SQLite {path}: {doing}: {exc.strerror or detail}")
@@ -139,6 +143,7 @@ class SqliteStore:
         busy_timeout_ms: int = 5000,
         ping_timeout: float = 5.0,
         min_free_bytes: int = 16 * 1024 * 1024,
+        audit_key: bytes | None = None,
     ) -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -152,6 +157,7 @@ class SqliteStore:
         # readiness wants room for more than the probe: a nearly full disk still takes the
         # probe's one page while every real message is refused (seen with a 1 MiB tmpfs)
         self.min_free_bytes = min_free_bytes
+        self.audit_key = audit_key  # keys the audit chain (lisguard.domain.audit)
         self._writer: GroupWriter | None = None
         self._reader: aiosqlite.Connection | None = None
         self.access = SqlAccess(self, "sqlite", _ts, _parse_ts)  # tokens, audit search, retention
@@ -206,6 +212,11 @@ class SqliteStore:
             commit_waits_for_disk=self.synchronous in ("FULL", "EXTRA"),
         )
         self._reader = reader
+        try:
+            await start_keyed_chain(self, self.audit_key)
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         writer, reader = self._writer, self._reader
@@ -248,7 +259,7 @@ class SqliteStore:
             raise StoreUnavailable(f"SQLite {self.path}: the store is not open")
         # a savepoint in the writer's group commit; leaves only once committed
         async with writer.unit() as conn:
-            tx = _SqliteTransaction(conn, self.path)
+            tx = _SqliteTransaction(conn, self.path, self.audit_key)
             try:
                 yield tx
             finally:
@@ -341,9 +352,10 @@ class SqliteStore:
 
 
 class _SqliteTransaction:
-    def __init__(self, conn: InlineConnection, path: Path) -> None:
+    def __init__(self, conn: InlineConnection, path: Path, audit_key: bytes | None) -> None:
         self._conn = conn
         self._path = path
+        self._audit_key = audit_key
         self.finished = False
         self.failed = False
 
@@ -466,7 +478,7 @@ class _SqliteTransaction:
         last = await self._fetch(
             "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1", (), "add_audit"
         )
-        rows = chain_rows(last[0][0] if last else None, events, _ts)
+        rows = chain_rows(last[0][0] if last else None, events, _ts, self._audit_key)
         self._sql(
             "add_audit",
             "INSERT INTO audit_events (at, kind, actor, subject, detail, prev_hash, hash)"

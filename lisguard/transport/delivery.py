@@ -13,11 +13,18 @@ from datetime import timedelta
 
 import structlog
 
-from lisguard.alerting.outbox import Channel, DeliveryListener, OutboxWorker, RetryPolicy
+from lisguard.alerting.outbox import (
+    Channel,
+    DeliveryListener,
+    OutboxWorker,
+    RetryPolicy,
+    accepts_test,
+)
 from lisguard.alerting.routing import AlertRouting
 from lisguard.settings import DeliverySettings
 from lisguard.store.base import Store, StoreError
 from lisguard.transport.hl7_outbound import Hl7Channel
+from lisguard.transport.metrics import Metrics
 from lisguard.transport.webhook import WebhookChannel
 
 log = structlog.get_logger("lisguard.delivery")
@@ -34,7 +41,9 @@ def channels(settings: DeliverySettings) -> list[Channel]:
 
 
 class Delivery:
-    def __init__(self, store: Store, settings: DeliverySettings) -> None:
+    def __init__(
+        self, store: Store, settings: DeliverySettings, metrics: Metrics | None = None
+    ) -> None:
         retry = RetryPolicy(
             settings.retry.initial_seconds, settings.retry.max_seconds, settings.retry.max_attempts
         )
@@ -45,12 +54,18 @@ class Delivery:
                 retry,
                 poll_seconds=settings.poll_seconds,
                 lease_seconds=settings.lease_seconds,
+                observer=metrics.delivered if metrics is not None else None,
             )
             for channel in channels(settings)
         ]
+        if metrics is not None:  # outbox gauges read from the store at each scrape
+            metrics.channels(w.channel.name for w in self.workers)
+            metrics.backlog = store.desk.backlog
         self.routing = AlertRouting(
             channels=tuple(w.channel.name for w in self.workers),
             collapse_window=timedelta(hours=settings.collapse_window_hours),
+            # alerts of test messages go only where the site said so (test_alerts)
+            test_channels=tuple(w.channel.name for w in self.workers if accepts_test(w.channel)),
         )
 
     async def on_alerts(self, alerts: Sequence[object]) -> None:

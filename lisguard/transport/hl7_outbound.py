@@ -2,7 +2,8 @@
 
 AA or CA (MSA-2 echoing our MSH-10) is delivered. AE/CE and AR/CR follow the site's policy
 (`delivery.hl7.on_ae`, `on_ar`: retry or fail). No ACK in time, a refused or dropped connection,
-or an ACK for another message is retried on a fresh connection.
+or an ACK for another message is retried on a fresh connection. Alerts of test messages are
+sent only with `delivery.hl7.test_alerts`, and then with their own MSH-11 (T or D).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Hl7Channel:
         if not settings.host or not settings.port:
             raise ValueError("delivery.hl7 needs host and port")
         self.settings = settings
+        self.accepts_test = settings.test_alerts  # such an ORU says MSH-11 T (or D)
         self._client: MllpClient | None = None
 
     async def deliver(self, record: AlertRecord) -> Attempt:

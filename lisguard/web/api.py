@@ -2,7 +2,8 @@
 
 Errors are JSON `{"error": "...", "status": n}`: 400 malformed request (not JSON, bad query
 parameter), 404 no such alert/patient/snooze, 409 the alert's status does not allow the action
-(e.g. acknowledging a resolved alert), 422 a well-formed body with wrong or missing fields.
+(e.g. acknowledging a resolved alert), 415 a body not sent as `Content-Type: application/json`,
+422 a well-formed body with wrong or missing fields.
 
 Who acted: `acting_user` - the user the auth middleware put on the request
 (lisguard.web.auth.acting_user); on a bench with authentication switched off, the name the page
@@ -31,7 +32,7 @@ from lisguard.store.desk import (
     AlertQuery,
     TransitionRefused,
 )
-from lisguard.web import auth
+from lisguard.web import auth, csrf
 from lisguard.web.live import LiveFeed
 from lisguard.web.views import RULE_TITLES, alert_view, meanings, patient_view, snooze_view
 
@@ -44,6 +45,7 @@ MAX_NOTE = 1000
 MAX_SNOOZE_HOURS = 24 * 30
 HEARTBEAT_SECONDS = 15.0
 RULES = frozenset(r.value for r in RuleId)
+TEST_FILTER: dict[str, bool | None] = {"exclude": False, "only": True, "include": None}
 
 
 class ApiError(Exception):
@@ -86,8 +88,12 @@ def now() -> datetime:
 
 
 async def body_of(request: web.Request) -> dict[str, Any]:
-    """The JSON object body ({} when empty); 400 when it is not JSON or not an object."""
+    """The JSON object body ({} when empty); 400 when it is not JSON or not an object, 415
+    when it is not sent as application/json (a cross-site form or no-cors fetch cannot be:
+    lisguard.web.csrf)."""
     raw = await request.read()
+    if csrf.wrong_body_type(request, raw):
+        raise ApiError(415, f"send the body as JSON with Content-Type: {csrf.JSON}")
     if not raw.strip():
         return {}
     try:
@@ -174,11 +180,16 @@ async def list_alerts(request: web.Request) -> web.Response:
         raise ApiError(400, "limit must be a whole number") from None
     if not 1 <= limit <= 500:
         raise ApiError(400, "limit must be between 1 and 500")
+    # alerts of test messages (MSH-11 T/D) only when asked for: a queue is production's
+    test = q.get("test", "exclude")
+    if test not in TEST_FILTER:
+        raise ApiError(400, f"test must be one of {', '.join(TEST_FILTER)}")
     query = AlertQuery(
         statuses=statuses,
         rule=rule,
         location=q.get("location") or None,
         patient=q.get("patient") or None,
+        test=TEST_FILTER[test],
         limit=limit,
     )
     store = request.app[STORE]
@@ -237,6 +248,14 @@ async def snooze_alert(request: web.Request) -> web.Response:
     at = now()
     until = expiry(body, at)
     alert_id = request.match_info["alert_id"]
+    found = await request.app[STORE].desk.get(alert_id)
+    if found is not None and found.alert.test:
+        # a snooze is per patient and rule, whatever the feed: it would hold back real alerts
+        raise ApiError(
+            409,
+            f"alert {alert_id} is from a test message: resolve it (a snooze would hold back"
+            " this patient's real alerts too)",
+        )
     _, snooze = await request.app[STORE].desk.snooze_alert(
         alert_id, by=acting_user(request, body), at=at, expires_at=until, reason=reason
     )
@@ -249,7 +268,10 @@ async def snooze_alert(request: web.Request) -> web.Response:
 
 async def get_patient(request: web.Request) -> web.Response:
     key = request.match_info["patient_key"]
-    summary = await patient_summary(request.app[STORE], request.app[KB], key)
+    processing_id = request.query.get("processing_id", "P")  # T/D: as that test feed left it
+    if processing_id not in ("P", "T", "D"):
+        raise ApiError(400, "processing_id must be P, T or D")
+    summary = await patient_summary(request.app[STORE], request.app[KB], key, processing_id)
     if summary is None:
         raise ApiError(404, f"lisguard knows nothing about patient {key!r}")
     return web.json_response(patient_view(summary, now()))
@@ -305,7 +327,8 @@ async def meta(request: web.Request) -> web.Response:
             "resolutions": list(RESOLUTIONS),
             "recommendations": meanings(),
             "locations": await store.desk.locations(),
-            "counts": await store.desk.counts(),
+            "counts": await store.desk.counts(),  # production alerts
+            "test_counts": await store.desk.counts(test=True),  # of test messages (MSH-11 T/D)
             "channels": list(channels),
         }
     )

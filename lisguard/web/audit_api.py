@@ -14,6 +14,7 @@ layers keep them independent), so the composition root hands it the store.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -21,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from lisguard.domain.audit import ChainReport
 from lisguard.store.access import verify_audit_chain
 from lisguard.store.audit_search import AuditQuery
 from lisguard.store.base import AuditEvent, Store
@@ -40,6 +42,10 @@ from lisguard.web.audit_query import (
 from lisguard.web.reports import MAX_DAYS, audit_pages, daily_report
 
 AUDIT_STORE: web.AppKey[Store] = web.AppKey("audit_store", Store)
+Verifier = Callable[[], Awaitable[ChainReport]]
+# the keyed check against the anchor file (lisguard.store.audit_chain.verify_audit_log): the
+# composition root holds the key and knows the file
+AUDIT_VERIFY: web.AppKey[Verifier] = web.AppKey("audit_verify")
 REPORT_PARAMS = ("from", "to", "tz")
 DEFAULT_REPORT_DAYS = 14
 # the routes and the role each needs: lisguard.web.auth.ROUTE_ROLES lists the same
@@ -54,16 +60,8 @@ PAGE_FILES = {
     "/manager/manager.js": ("manager.js", "text/javascript"),
     "/manager/manager.css": ("manager.css", "text/css"),
 }
-# the page loads only its own script and style; audit data never becomes markup
-PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
+# the security headers (CSP, no framing, nosniff) are on every response: lisguard.web.headers
+PAGE_HEADERS = {"Cache-Control": "no-cache"}
 
 
 def bad_request(message: str) -> web.Response:
@@ -151,13 +149,14 @@ async def export(request: web.Request) -> web.StreamResponse:
 
 
 async def verify(request: web.Request) -> web.Response:
-    report = await verify_audit_chain(request.app[AUDIT_STORE])
+    report = await request.app[AUDIT_VERIFY]()
     return web.json_response(
         {
             "ok": report.ok,
             "checked": report.checked,
             "problems": report.problems,
             "last_hash": report.last_hash,
+            "notes": report.notes,
         }
     )
 
@@ -196,8 +195,9 @@ def _page_handler(file_name: str, content_type: str) -> Any:
     return page
 
 
-def install(app: web.Application, store: Store) -> None:
+def install(app: web.Application, store: Store, verifier: Verifier | None = None) -> None:
     app[AUDIT_STORE] = store
+    app[AUDIT_VERIFY] = verifier or (lambda: verify_audit_chain(store))
     app.router.add_get("/api/audit", search)
     app.router.add_get("/api/audit/export", export)
     app.router.add_get("/api/audit/verify", verify)
@@ -238,8 +238,8 @@ def openapi_paths() -> dict[str, Any]:
         },
         "/api/audit/verify": {
             "get": {
-                "summary": "Verify the audit hash chain (role: manager)",
-                "responses": {"200": {"description": "{ok, checked, problems, last_hash}"}},
+                "summary": "Verify the keyed audit chain and its last anchor (role: manager)",
+                "responses": {"200": {"description": "{ok, checked, problems, last_hash, notes}"}},
             }
         },
         "/api/reports/daily": {

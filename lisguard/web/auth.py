@@ -2,19 +2,24 @@
 
 Roles (issue 5): `technologist` reads alerts and patients and acts on alerts; `manager` also reads
 the audit log and reports; `admin` also manages tokens and configuration; `sender` may only post
-HL7. A route not listed in ROUTE_ROLES is refused to everyone (default deny), so a new route
+HL7; `metrics` may only read /metrics (a Prometheus scraper's token; managers and admins may
+too). A route not listed in ROUTE_ROLES is refused to everyone (default deny), so a new route
 cannot be exposed by accident: the table-driven test walks every registered route.
 
 A token is `lg_` + 43 random URL-safe characters, shown once by `lisguard token create`; the store
-keeps its SHA-256. Browsers log in once (POST /api/login) and get the token back as an HttpOnly,
-SameSite=Strict cookie; API clients send `Authorization: Bearer <token>`. Failed logins are
-counted per client address and refused for a while past a limit; each one is audited.
+keeps its SHA-256. API clients send `Authorization: Bearer <token>`. Browsers log in once
+(POST /api/login with the token) and get a session cookie that holds a session id, never the
+token (lisguard.web.sessions); their unsafe requests must pass the cross-site checks
+(lisguard.web.csrf). Failed logins are audited and counted per client address; past the limit
+the address is refused (429) - but only what is not valid: the credential is checked first, so a
+good token from a bench behind the same NAT is never locked out by someone else's failures.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import time
@@ -26,19 +31,23 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
+from lisguard.settings import HttpSettings
 from lisguard.store.access import ApiToken
 from lisguard.store.base import AuditEvent, Store
+from lisguard.store.sessions import Session
+from lisguard.web import csrf, headers, sessions
+from lisguard.web.sessions import SessionRules
 
 log = structlog.get_logger("lisguard.auth")
 
-COOKIE = "lisguard_token"
 TOKEN_PREFIX = "lg_"
 # what each role may do beyond the roles it includes
 INCLUDES: dict[str, frozenset[str]] = {
     "technologist": frozenset({"technologist"}),
-    "manager": frozenset({"technologist", "manager"}),
-    "admin": frozenset({"technologist", "manager", "admin"}),
+    "manager": frozenset({"technologist", "manager", "metrics"}),
+    "admin": frozenset({"technologist", "manager", "admin", "metrics"}),
     "sender": frozenset({"sender"}),
+    "metrics": frozenset({"metrics"}),  # a scraper: GET /metrics only
 }
 PUBLIC = "public"
 
@@ -50,7 +59,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/api/logout"): PUBLIC,
     ("GET", "/api/openapi.json"): PUBLIC,
     ("POST", "/api/hl7"): "sender",
-    ("GET", "/metrics"): "manager",
+    ("GET", "/metrics"): "metrics",
     ("GET", "/api/me"): "technologist",
     # the manager view (lisguard.web.audit_api): audit search, export, chain check, reports
     ("GET", "/api/audit"): "manager",
@@ -121,11 +130,26 @@ class LoginLimiter:
         return q
 
 
+@dataclass(frozen=True)
+class Credential:
+    """Who a request acts as: a bearer token, or a browser session opened with one."""
+
+    token: ApiToken
+    session: Session | None = None
+    session_id: str = ""  # the cookie's value (its CSRF token is derived from it)
+
+
+# why a request has no credential
+NONE, BAD, ENDED = "none", "bad", "ended"
+
+
 @dataclass
 class AuthPolicy:
     store: Store
     enabled: bool = True
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
+    rules: SessionRules = field(default_factory=SessionRules)
+    public_url: str = ""  # delivery.public_url: an own origin besides the Host header's
 
     async def identify(self, token: str) -> ApiToken | None:
         if not token.startswith(TOKEN_PREFIX):
@@ -137,6 +161,57 @@ class AuthPolicy:
             return None
         return found if found.active else None
 
+    async def authenticate(self, request: web.Request) -> tuple[Credential | None, str]:
+        """The request's credential, or None and why (NONE, BAD or ENDED)."""
+        header = request.headers.get("Authorization", "")
+        if header[:7].lower() == "bearer ":
+            token = await self.identify(header[7:].strip())
+            return (Credential(token), "") if token is not None else (None, BAD)
+        session_id = sessions.presented_session(request)
+        if not session_id:
+            return None, NONE
+        if not session_id.startswith(sessions.SESSION_PREFIX):
+            return None, BAD
+        digest = sessions.session_hash(session_id)
+        found = await self.store.access.find_session(digest)
+        if found is None or not hmac.compare_digest(found.session_hash, digest):
+            return None, BAD
+        at = datetime.now(UTC)
+        if not found.live(at, self.rules.idle):
+            return None, ENDED  # a real session that ended: no failed login
+        if at - found.last_seen_at >= sessions.TOUCH_EVERY:
+            await self.store.access.touch_session(found.id, at)
+        return Credential(found.token, found, session_id), ""
+
+    def forged(self, request: web.Request, credential: Credential | None) -> web.Response | None:
+        """403 for an unsafe request the cross-site checks refuse (lisguard.web.csrf)."""
+        if credential is not None and credential.session is None:
+            return None  # a bearer token: no browser sends one on its own
+        if credential is None or route_role(request) is None or _is_login(request):
+            # nothing but the body vouches for it: only a foreign origin is refused
+            return csrf.check_origin(request, self.public_url, required=False)
+        return csrf.check_origin(request, self.public_url, required=True) or csrf.check_token(
+            request, sessions.csrf_token(credential.session_id)
+        )
+
+    async def refuse(self, request: web.Request, why: str) -> web.Response:
+        """401 (or 429 for an address past the failed-login limit)."""
+        client = request.remote or "unknown"
+        if why == BAD:
+            wait = self.limiter.blocked_for(client)
+            if wait > 0:
+                return _too_many(wait)
+            self.limiter.failed(client)
+            await self.audit("auth.failed", "anonymous", client, path=request.path)
+        message = (
+            "your session has ended: log in again"
+            if why == ENDED
+            else "log in: send 'Authorization: Bearer <token>' or POST /api/login"
+        )
+        response = _deny(401, message, **{"WWW-Authenticate": 'Bearer realm="lisguard"'})
+        sessions.clear_cookies(response, request)  # a dead cookie would be sent forever
+        return response
+
     async def audit(self, kind: str, actor: str, subject: str, **detail: object) -> None:
         async with self.store.transaction() as tx:
             await tx.add_audit([AuditEvent(kind, datetime.now(UTC), actor, subject, detail)])
@@ -146,6 +221,7 @@ AUTH: web.AppKey[AuthPolicy] = web.AppKey("auth", AuthPolicy)
 # who is acting on this request: set by the middleware, read by every handler that records an act
 USER: web.RequestKey[str] = web.RequestKey("user", str)
 ROLE: web.RequestKey[str] = web.RequestKey("role", str)
+CREDENTIAL: web.RequestKey[Credential] = web.RequestKey("credential", Credential)
 
 
 def acting_user(request: web.Request) -> str:
@@ -156,13 +232,6 @@ def acting_role(request: web.Request) -> str:
     return request.get(ROLE) or ""
 
 
-def presented_token(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return request.cookies.get(COOKIE, "")
-
-
 def route_role(request: web.Request) -> str | None:
     info = request.match_info.route.resource
     path = info.canonical if info is not None else request.path
@@ -170,8 +239,17 @@ def route_role(request: web.Request) -> str | None:
     return ROUTE_ROLES.get((method, path))
 
 
-def _deny(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message, "status": status}, status=status, headers=headers)
+def _is_login(request: web.Request) -> bool:
+    info = request.match_info.route.resource
+    return info is not None and info.canonical == "/api/login"
+
+
+def _deny(status: int, message: str, **extra: str) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status, headers=extra)
+
+
+def _too_many(wait: float) -> web.Response:
+    return _deny(429, "too many failed logins; try again later", **{"Retry-After": f"{wait:.0f}"})
 
 
 @web.middleware
@@ -187,34 +265,24 @@ async def require_role(
             return _deny(403, f"{request.method} {request.path} is not open to any role")
         needed = PUBLIC  # page shells and static files: their data comes from the API
     if not policy.enabled:
+        if (forged := policy.forged(request, None)) is not None:
+            return forged  # no credentials on this bench, but no foreign page acts either
         request[USER] = "anonymous"
         request[ROLE] = "admin"
         await _audit_read(policy, request, "anonymous")  # reads are audited all the same
         return await handler(request)
+    credential, why = await policy.authenticate(request)
+    if (forged := policy.forged(request, credential)) is not None:
+        return forged
+    if credential is not None:
+        request[CREDENTIAL] = credential
     if needed == PUBLIC:
-        token = (
-            await policy.identify(presented_token(request)) if presented_token(request) else None
-        )
-        request[USER] = token.name if token else "anonymous"
-        request[ROLE] = token.role if token else ""
+        request[USER] = credential.token.name if credential else "anonymous"
+        request[ROLE] = credential.token.role if credential else ""
         return await handler(request)
-    client = request.remote or "unknown"
-    wait = policy.limiter.blocked_for(client)
-    if wait > 0:
-        return _deny(
-            429, "too many failed logins; try again later", **{"Retry-After": f"{wait:.0f}"}
-        )
-    presented = presented_token(request)
-    token = await policy.identify(presented) if presented else None
-    if token is None:
-        if presented:
-            policy.limiter.failed(client)
-            await policy.audit("auth.failed", "anonymous", client, path=request.path)
-        return _deny(
-            401,
-            "log in: send 'Authorization: Bearer <token>'",
-            **{"WWW-Authenticate": 'Bearer realm="lisguard"'},
-        )
+    if credential is None:
+        return await policy.refuse(request, why)
+    token = credential.token
     if not allowed(token.role, needed):
         return _deny(403, f"role {token.role!r} may not {request.method} {request.path}")
     request[USER] = token.name
@@ -235,47 +303,84 @@ async def _audit_read(policy: AuthPolicy, request: web.Request, actor: str) -> N
     await policy.audit("phi.read", actor, request.path, **read)
 
 
+def _me(credential: Credential, policy: AuthPolicy) -> dict[str, object]:
+    token, session = credential.token, credential.session
+    return {
+        "user": token.name,
+        "role": token.role,
+        # the pages send it back in X-Lisguard-CSRF; a bearer token needs none
+        "csrf": sessions.csrf_token(credential.session_id) if session else "",
+        "expires_at": session.ends_at(policy.rules.idle).isoformat() if session else None,
+    }
+
+
 async def login(request: web.Request) -> web.Response:
-    """Body {"token": "..."}: on success, the token as an HttpOnly cookie for the pages."""
+    """Body {"token": "..."}: on success a new session, its id in an HttpOnly cookie."""
     policy = request.app[AUTH]
     client = request.remote or "unknown"
-    wait = policy.limiter.blocked_for(client)
-    if wait > 0:
-        return _deny(
-            429, "too many failed logins; try again later", **{"Retry-After": f"{wait:.0f}"}
-        )
+    raw = await request.read()
+    if (refused := csrf.require_json(request, raw)) is not None:
+        return refused
     try:
-        body = await request.json()
-        presented = str(body["token"])
+        presented = str(json.loads(raw)["token"])
     except (ValueError, KeyError, TypeError):
         return _deny(400, 'send JSON {"token": "lg_..."}')
     token = await policy.identify(presented)
     if token is None:
+        wait = policy.limiter.blocked_for(client)
+        if wait > 0:
+            return _too_many(wait)
         policy.limiter.failed(client)
         await policy.audit("auth.failed", "anonymous", client, path=request.path)
         return _deny(401, "unknown or revoked token")
-    await policy.audit("auth.login", token.name, client, role=token.role)
-    response = web.json_response({"user": token.name, "role": token.role})
-    response.set_cookie(
-        COOKIE, presented, httponly=True, samesite="Strict", secure=request.secure, path="/"
+    session_id = sessions.new_session_id()
+    at = datetime.now(UTC)
+    session = await policy.store.access.add_session(
+        token,
+        sessions.session_hash(session_id),
+        at=at,
+        expires_at=at + policy.rules.lifetime,
+        client=client,
     )
+    response = web.json_response(_me(Credential(token, session, session_id), policy))
+    sessions.set_cookie(response, request, policy.rules, session_id)
     return response
 
 
 async def logout(request: web.Request) -> web.Response:
+    """Ends the session on the server (the middleware has checked it is not cross-site)."""
+    credential = request.get(CREDENTIAL)
+    if credential is not None and credential.session is not None:
+        await request.app[AUTH].store.access.end_session(
+            credential.session.id, by=credential.token.name, at=datetime.now(UTC)
+        )
     response = web.json_response({"status": "logged out"})
-    response.del_cookie(COOKIE, path="/")
+    sessions.clear_cookies(response, request)
     return response
 
 
 async def me(request: web.Request) -> web.Response:
-    return web.json_response({"user": acting_user(request), "role": acting_role(request)})
+    credential = request.get(CREDENTIAL)
+    if credential is None:  # authentication off
+        body = {"user": acting_user(request), "role": acting_role(request), "csrf": ""}
+        return web.json_response(body | {"expires_at": None})
+    return web.json_response(_me(credential, request.app[AUTH]))
 
 
 def install(
-    app: web.Application, *, store: Store, enabled: bool = True, max_failures: int = 10
+    app: web.Application, *, store: Store, http: HttpSettings | None = None, public_url: str = ""
 ) -> None:
-    app[AUTH] = AuthPolicy(store, enabled, LoginLimiter(max_failures=max_failures))
+    """Tokens, sessions and the cross-site checks on every route; security headers on every
+    response (lisguard.web.headers)."""
+    http = http or HttpSettings()
+    app[AUTH] = AuthPolicy(
+        store,
+        http.auth_required,
+        LoginLimiter(max_failures=http.max_failed_logins_per_minute),
+        SessionRules.from_settings(http),
+        public_url,
+    )
+    headers.install(app, secure_cookies=http.secure_cookies)
     app.middlewares.append(require_role)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/logout", logout)

@@ -6,8 +6,12 @@ the alert's current view, so a page can update its queue without asking again. A
 published when it is new and whenever its count, status or delivery changes; a collapsed repeat
 is published as its lead (whose count went up).
 
-One replica only sees its own events: the page also reloads its queue now and then (and on every
-reconnect), so alerts raised on another replica appear within that period.
+Other replicas: on PostgreSQL, the transactions that change alerts also NOTIFY (at commit; ids
+only, lisguard.store.pg_live), and each process LISTENs on a connection of its own and publishes
+what the others changed. After that connection was lost (and at first connect) every page is
+sent `hello` again: it reloads its queue, as on a reconnect, since notifications sent while
+nobody listened are gone. SQLite and memory stores stay in-process: the page also reloads its
+queue now and then (and on every reconnect), which covers several processes on one SQLite file.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import structlog
 
@@ -29,11 +33,32 @@ log = structlog.get_logger("lisguard.live")
 QUEUE_SIZE = 256  # a browser this far behind is dropped; it reconnects and reloads
 
 
+class ChangeListener(Protocol):
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class LiveFeed:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._subscribers: set[asyncio.Queue[str | None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._remote: dict[str, None] = {}  # other processes' changed ids, in order, unique
+        self._draining: asyncio.Task[None] | None = None
+        # a store shared by several processes tells of their changes (PostgresStore)
+        factory: Callable[..., ChangeListener] | None = getattr(store, "change_listener", None)
+        self.listener = factory(self.on_remote, self.resync) if factory is not None else None
+
+    async def start(self) -> None:
+        if self.listener is not None:
+            self.listener.start()
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop()
+        if self._draining is not None:
+            self._draining.cancel()
 
     @property
     def subscribers(self) -> int:
@@ -94,3 +119,22 @@ class LiveFeed:
     async def _publish_all(self, alert_ids: list[str]) -> None:
         for alert_id in alert_ids:
             await self.changed(alert_id)
+
+    def on_remote(self, alert_ids: list[str]) -> None:
+        """Another process changed these alerts (committed). A burst is read once per id."""
+        if not self._subscribers:
+            return
+        self._remote.update(dict.fromkeys(alert_ids))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self._remote:
+            alert_id = next(iter(self._remote))
+            del self._remote[alert_id]
+            await self.changed(alert_id)
+
+    def resync(self) -> None:
+        """Changes may have gone unheard: every page reloads its queue (it does on `hello`)."""
+        self._remote.clear()
+        self.publish("hello", {"resync": True})

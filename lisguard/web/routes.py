@@ -59,7 +59,15 @@ def install(app: web.Application, ingestor: Ingestor) -> None:
     async def end_streams(_app: web.Application) -> None:
         feed.close()  # open event streams would otherwise hold the shutdown up
 
+    async def listen(_app: web.Application) -> None:
+        await feed.start()  # other replicas' changes (PostgreSQL)
+
+    async def stop_listening(_app: web.Application) -> None:
+        await feed.stop()
+
+    app.on_startup.append(listen)
     app.on_shutdown.append(end_streams)
+    app.on_cleanup.append(stop_listening)
     r = app.router
     r.add_get("/", page)
     r.add_static("/static/", STATIC, append_version=False)

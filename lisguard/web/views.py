@@ -25,12 +25,11 @@ def _time(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def links(alert_id: str, patient_key: str) -> dict[str, str]:
-    return {
-        "self": f"/api/alerts/{alert_id}",
-        "patient": f"/api/patients/{quote(patient_key, safe='')}",
-        "page": f"/#alert={alert_id}",
-    }
+def links(alert_id: str, patient_key: str, processing_id: str = "P") -> dict[str, str]:
+    patient = f"/api/patients/{quote(patient_key, safe='')}"
+    if processing_id != "P":  # a test alert's patient as that test feed left it
+        patient += f"?processing_id={quote(processing_id, safe='')}"
+    return {"self": f"/api/alerts/{alert_id}", "patient": patient, "page": f"/#alert={alert_id}"}
 
 
 def delivery_view(item: OutboxItem) -> dict[str, Any]:
@@ -67,7 +66,7 @@ def alert_view(
         "resolved": None,
         "snooze_id": record.snooze_id,
         "deliveries": [delivery_view(d) for d in deliveries or []],
-        "links": links(alert.id, alert.patient_key),
+        "links": links(alert.id, alert.patient_key, alert.processing_id),
     }
     if record.acknowledged_at is not None:
         view["acknowledged"] = {

@@ -14,7 +14,7 @@ from lisguard.app import Service
 from lisguard.hl7v2.framing import decode_bytes, split_messages
 from lisguard.transport.mllp import MllpClient
 from tests.browser.conftest import ARTIFACTS, WAIT_MS
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, ServiceFactory
 
 pytestmark = pytest.mark.browser
 
@@ -126,3 +126,44 @@ async def test_patient_view_shows_the_survivor_and_its_aliases(
     await expect(history).to_contain_text("under MRN21002^LKH (before the merge)")
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "technologist-patient-merged.png"))
+
+
+def as_test_message(text: str) -> str:
+    """The message as the LIS's test system sends it: MSH-11 T."""
+    msh, _, rest = text.partition("\r")
+    fields = msh.split("|")
+    fields[10] = "T"
+    return "|".join(fields) + "\r" + rest
+
+
+async def test_alerts_of_test_messages_stay_out_of_the_queue_and_say_test(
+    browser: Browser, service_factory: ServiceFactory
+) -> None:
+    """A site that takes MSH-11 T: a test message's alert never shows in the production queue,
+    not even live; under Feed "Test messages" it carries a TEST badge and offers no snooze."""
+    service: Service = await service_factory(ingest={"processing_ids": ["P", "T"]})
+    page = await open_page(browser, service)
+    texts = [
+        text
+        for path in sorted(FEED.glob("*.hl7"))
+        for text in split_messages(decode_bytes(path.read_bytes()))
+    ]
+    assert service.mllp_port
+    async with MllpClient("127.0.0.1", service.mllp_port) as client:
+        for text in texts:
+            assert "|AA|" in await client.send(as_test_message(text).encode())
+    await expect(page.locator("#count-test")).to_have_text("Test 2")
+    await expect(page.locator("#empty")).to_be_visible()  # live, but not in this queue
+    for path in sorted(FEED.glob("*.hl7")):  # the same patient for real: alerts of its own
+        await send_file(service, path)
+    await expect(page.locator("article.alert")).to_have_count(2)
+    await expect(page.locator(".test-badge")).to_have_count(0)
+
+    await page.select_option("#f-test", "only")
+    cards = page.locator("article.alert.test")
+    await expect(cards).to_have_count(2)
+    await expect(page.locator("article.alert:not(.test)")).to_have_count(0)
+    await expect(cards.locator(".test-badge")).to_have_text(["TEST", "TEST"])
+    await expect(cards.get_by_role("button", name="Snooze…")).to_have_count(0)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "technologist-test-alerts.png"), full_page=True)

@@ -52,6 +52,9 @@ class ServeProcess:
             "LISGUARD_STORE__URL": store_url,
             "LISGUARD_LOG__FORMAT": "json",
             "LISGUARD_LOG__LEVEL": "INFO",
+            # its own install key, generated at first start beside its log (not in the checkout)
+            "LISGUARD_SECURITY__KEY_FILE": str(log_path.parent / "lisguard.key"),
+            "LISGUARD_AUDIT__ANCHOR_FILE": str(log_path.parent / "audit-anchors.jsonl"),
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -17,8 +17,15 @@ from tests.conftest import ServiceFactory
 BIN = str(Path(sys.executable).parent / "lisguard")
 
 
-def run(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LISGUARD_STORE__URL": f"sqlite:///{db}"}
+def run(db: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "LISGUARD_STORE__URL": f"sqlite:///{db}",
+        # the install key and the audit anchors beside the database, not in the checkout
+        "LISGUARD_SECURITY__KEY_FILE": str(db.parent / "lisguard.key"),
+        "LISGUARD_AUDIT__ANCHOR_FILE": str(db.parent / "anchors.jsonl"),
+        **extra,
+    }
     return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
@@ -50,7 +57,8 @@ def test_audit_verify_finds_an_edit(tmp_path: Path) -> None:
         assert run(db, "token", "create", "--role", "technologist", "--name", name).returncode == 0
     ok = run(db, "audit", "verify")
     assert ok.returncode == 0 and "intact: 3 events" in ok.stdout
-    with sqlite3.connect(db) as conn:
+    with sqlite3.connect(db) as conn:  # the file's owner can drop the append-only trigger
+        conn.execute("DROP TRIGGER audit_events_append_only")
         conn.execute("UPDATE audit_events SET actor = 'someone else' WHERE seq = 2")
     bad = run(db, "audit", "verify")
     assert bad.returncode == 1

@@ -5,25 +5,29 @@ signatures, payloads, and what AE/AR and HTTP statuses mean."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import itertools
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import hl7  # python-hl7: an independent reader of what lisguard sends
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from lisguard.app import Service
 from lisguard.store.desk import OutboxItem
 from lisguard.transport.mllp import MllpClient
 from tests.conftest import service_settings
-from tests.e2e.receivers import MllpReceiver, WebhookReceiver
+from tests.e2e.receivers import MllpReceiver, Post, WebhookReceiver
 
 SAFETY = 30.0  # never an assertion: a hung test fails instead of blocking the suite
-SECRET = "s3cret-shared-with-the-paging-system"
+SECRET = "whsec_" + base64.b64encode(b"32 bytes shared w/ paging system").decode()
 FAST_RETRY = {"initial_seconds": 0.05, "max_seconds": 0.2}
 
 DOSE = (
@@ -180,7 +184,7 @@ async def _audit(tmp_path: Path) -> list[Any]:
 
 
 async def test_webhook_body_and_signature(tmp_path: Path) -> None:
-    receiver = WebhookReceiver()
+    receiver = WebhookReceiver(secret=SECRET)  # refuses what Webhook.verify refuses
     await receiver.start()
     service = await start_service(tmp_path, delivery_settings("webhook", receiver.port))
     try:
@@ -190,12 +194,14 @@ async def test_webhook_body_and_signature(tmp_path: Path) -> None:
             return len(receiver.received) == 2
 
         await until(delivered)
+        assert receiver.refused == []
         assert service.http_port
         for post in receiver.received:
+            # the deprecated header, kept for this release
             expected = "sha256=" + hmac.new(SECRET.encode(), post.body, hashlib.sha256).hexdigest()
             assert post.headers["X-Lisguard-Signature"] == expected
             body = json.loads(post.body)
-            assert post.headers["Idempotency-Key"] == body["id"]
+            assert post.headers["Idempotency-Key"] == post.headers["webhook-id"] == body["id"]
             stored = await service.store.get_alert(body["id"])
             assert stored is not None
             # the alert as `lisguard check` prints it, plus status, count, time and links
@@ -210,6 +216,68 @@ async def test_webhook_body_and_signature(tmp_path: Path) -> None:
         await receiver.stop()
 
 
+def _resigned(post: Post, timestamp: int) -> dict[str, str]:
+    """The post's headers signed again with another timestamp, as lisguard would have sent it
+    then (the reference library signs: independent of lisguard's signing code)."""
+    when = datetime.fromtimestamp(timestamp, UTC)
+    sig = Webhook(SECRET).sign(post.headers["webhook-id"], when, post.body.decode())
+    return {**post.headers, "webhook-timestamp": str(timestamp), "webhook-signature": sig}
+
+
+async def test_webhook_replay_and_tampering_are_refused(tmp_path: Path) -> None:
+    receiver = WebhookReceiver(secret=SECRET)
+    await receiver.start()
+    service = await start_service(tmp_path, delivery_settings("webhook", receiver.port))
+    try:
+        await one_alert(service, "MRN505")
+
+        async def delivered() -> bool:
+            return len(receiver.received) == 1
+
+        await until(delivered)
+    finally:
+        await service.stop()
+    [post] = receiver.received
+    verifier = Webhook(SECRET)
+    assert verifier.verify(post.body, post.headers)["id"] == post.headers["webhook-id"]
+    old = int(post.headers["webhook-timestamp"]) - 6 * 60  # past the verifier's 5 minutes
+    tampered = json.dumps({**json.loads(post.body), "status": "resolved"}).encode()
+    replayed = _resigned(post, old)
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        verifier.verify(post.body, replayed)
+    with pytest.raises(WebhookVerificationError, match="No matching signature"):
+        verifier.verify(tampered, post.headers)
+    # a timestamp moved forward without the secret: the signature no longer matches
+    moved = {**post.headers, "webhook-timestamp": str(int(post.headers["webhook-timestamp"]) + 1)}
+    with pytest.raises(WebhookVerificationError):
+        verifier.verify(post.body, moved)
+    # and the receiver, over HTTP, refuses them while still taking the genuine request
+    clean = _strip(post.headers)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for body, headers, status in (
+                (post.body, _strip(replayed), 401),
+                (tampered, clean, 401),
+                (post.body, clean, 200),  # a resend: the receiver deduplicates on webhook-id
+            ):
+                async with http.post(receiver.url, data=body, headers=headers) as response:
+                    assert response.status == status
+    finally:
+        await receiver.stop()
+    assert [reason for _, reason in receiver.refused] == [
+        "Message timestamp too old",
+        "No matching signature found",
+    ]
+    assert len({p.headers["webhook-id"] for p in receiver.received}) == 1
+
+
+HOP_HEADERS = frozenset({"host", "content-length", "user-agent", "accept", "accept-encoding"})
+
+
+def _strip(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in HOP_HEADERS}
+
+
 @pytest.mark.parametrize(
     ("statuses", "outcome", "posts"),
     [([503, 429, 200], "delivered", 3), ([400], "failed", 1), ([410], "failed", 1)],
@@ -217,7 +285,7 @@ async def test_webhook_body_and_signature(tmp_path: Path) -> None:
 async def test_webhook_statuses(
     tmp_path: Path, statuses: list[int], outcome: str, posts: int
 ) -> None:
-    receiver = WebhookReceiver(statuses=iter(statuses))
+    receiver = WebhookReceiver(statuses=iter(statuses), secret=SECRET)
     await receiver.start()
     service = await start_service(tmp_path, delivery_settings("webhook", receiver.port))
     try:
@@ -229,6 +297,9 @@ async def test_webhook_statuses(
         await until(settled)
         [row] = await rows(service, [alert])
         assert (row.status, row.attempts) == (outcome, posts)
+        # every retry verifies and carries the same webhook-id: the receiver can deduplicate
+        assert len(receiver.received) == posts and not receiver.refused
+        assert {p.headers["webhook-id"] for p in receiver.received} == {alert}
     finally:
         await service.stop()
         await receiver.stop()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import aiohttp
+import hl7
 
 from lisguard.app import Service
 
@@ -34,18 +37,27 @@ async def test_post_batch_returns_acks_in_order(service: Service) -> None:
     assert msas == ["MSA|AA|H1", "MSA|AA|H2"]
 
 
-async def test_post_json_shows_alerts(service: Service) -> None:
+async def test_post_json_names_alerts_by_id_only(service: Service) -> None:
     body = ADMIN + ORDER.format(cid="H3")
     async with aiohttp.ClientSession() as http:
         async with http.post(
             url(service, "/api/hl7"), data=body.encode(), headers={"Accept": "application/json"}
         ) as resp:
             assert resp.status == 200
-            results = await resp.json()
-    assert [r["ack_code"] for r in results] == ["AA", "AA"]
-    assert [a["rule"] for a in results[0]["alerts"]] == ["baseline-workup"]
-    assert [a["rule"] for a in results[1]["alerts"]] == ["bb-serology"]
-    assert "DTT_TREATED_REAGENT_CELLS" in results[1]["alerts"][0]["recommendations"]
+            text = await resp.text()
+        results = json.loads(text)
+        assert [r["ack_code"] for r in results] == ["AA", "AA"]
+        assert [r["alert_count"] for r in results] == [1, 1]
+        assert all("alerts" not in r for r in results)
+        # the sender gets ids to follow up, never the alert text (patient data, from other feeds)
+        rules = []
+        for result in results:
+            [alert_id] = result["alert_ids"]
+            async with http.get(url(service, f"/api/alerts/{alert_id}")) as resp:
+                view = (await resp.json())["alert"]
+            rules.append(view["rule"])
+            assert view["text"] not in text and "MRN77" not in text
+    assert rules == ["baseline-workup", "bb-serology"]
 
 
 async def test_empty_body_is_a_clear_400(service: Service) -> None:
@@ -76,3 +88,70 @@ async def test_unknown_route_is_json_404(service: Service) -> None:
         async with http.get(url(service, "/nope")) as resp:
             assert resp.status == 404
             assert (await resp.json())["status"] == 404
+
+
+BATCH = (
+    "FHS|^~\\&|LAB|HOSP|LISGUARD|BB|20260302090000||||HFILE1\r"
+    "BHS|^~\\&|LAB|HOSP|LISGUARD|BB|20260302090000||||HBATCH1\r"
+    + ORDER.format(cid="HB1")
+    + "MSH|^~\\&|LAB|HOSP|LG|BB|2026||ORM^O01|HB2|P|2.8\rPID|1\rthis is not a segment\r"
+    + "BTS|{count}\r"
+    "FTS|1\r"
+)
+
+
+async def test_post_batch_gets_the_batch_ack(service: Service) -> None:
+    """A batch body is answered by a batch of ACKs (HL7 v2 ch. 2 batch protocol); it used to
+    get the messages' ACKs one after another, with no batch ACK."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url(service, "/api/hl7"), data=BATCH.format(count=2)) as resp:
+            assert resp.status == 200
+            assert resp.charset == "utf-8"
+            text = await resp.text()
+    parsed = hl7.parse_file(text)
+    assert str(parsed.header[12]) == "HFILE1"
+    [sub] = list(parsed)
+    assert str(sub.header[12]) == "HBATCH1"
+    assert [(str(m.segment("MSA")[1]), str(m.segment("MSA")[2])) for m in sub] == [
+        ("AA", "HB1"),
+        ("AE", "HB2"),
+    ]
+    # the second ACK is a v2.8 one: no MSA-3, no ERR-1, the reason in ERR-8
+    second = list(sub)[1]
+    assert len(second.segment("MSA")) == 3 and str(second.segment("ERR")[1]) == ""
+    assert str(second.segment("ERR")[8])
+    assert str(sub.trailer[1]) == "2" and str(parsed.trailer[1]) == "1"
+    assert await service.store.count_messages() == 2
+
+
+async def test_post_batch_json_has_each_message_and_the_batch_ack(service: Service) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            url(service, "/api/hl7"),
+            data=BATCH.format(count=7),
+            headers={"Accept": "application/json"},
+        ) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+    assert [m["control_id"] for m in body["messages"]] == ["HB1", "HB2"]
+    assert [m["ack_code"] for m in body["messages"]] == ["AA", "AE"]
+    assert [m["outcome"] for m in body["messages"]] == ["accepted", "error"]
+    assert body["envelope_problems"] == ["BTS-1 says 7 messages, 2 received"]
+    [sub] = list(hl7.parse_file(body["batch_ack"]))
+    assert str(sub.trailer[2]) == "envelope error: BTS-1 says 7 messages, 2 received"
+
+
+async def test_post_latin1_gets_latin1(service: Service) -> None:
+    text = (
+        ORDER.format(cid="ÄH1").replace("|HOSP|", "|KLINIKUM MÜNCHEN|", 1)
+        .replace("|P|2.5.1\r", "|P|2.5.1||||||8859/1\r", 1)
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url(service, "/api/hl7"), data=text.encode("latin-1")) as resp:
+            assert resp.status == 200
+            assert resp.charset == "iso-8859-1"
+            raw = await resp.read()
+    ack = hl7.parse(raw.decode("latin-1"))
+    assert str(ack.segment("MSA")[2]) == "ÄH1"
+    assert str(ack.segment("MSH")[6]) == "KLINIKUM MÜNCHEN"
+    assert str(ack.segment("MSH")[18]) == "8859/1"

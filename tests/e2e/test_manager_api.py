@@ -196,13 +196,13 @@ async def test_exports_round_trip_and_verify_offline(
     jsonl, resp = await export(http, format="jsonl")
     assert resp.headers["Content-Type"].startswith("application/jsonl")
     same_events(list(read_jsonl(jsonl)), list(reversed(before)))
-    # an inspector can check the exported copy without the service
+    # an inspector can check the exported copy without the service (with the audit key)
     links = [
         ChainLink(r.seq, e.at, e.kind, e.actor, e.subject, e.detail, r.prev_hash, r.hash)
         for r in reversed(from_csv)
         for e in [r.event]
     ]
-    report = verify_chain(links)
+    report = verify_chain(links, key=svc.audit_keys.chain)
     assert report.ok and report.checked == len(from_csv)
 
 
@@ -295,6 +295,7 @@ async def test_verify_finds_an_edited_row(
     assert intact["checked"] == len(await all_events(svc))
     # change one event behind the service's back, as someone with file access could
     with sqlite3.connect(tmp_path / "lisguard.db") as db:
+        db.execute("DROP TRIGGER audit_events_append_only")  # the file's owner can
         db.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 4")
     broken = await get_json(http, "/api/audit/verify")
     assert broken["ok"] is False

@@ -7,13 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hl7
 import pytest
 
 from lisguard.app import Service
 from lisguard.hl7v2.framing import decode_bytes, split_messages
 from lisguard.hl7v2.reader import parse
 from lisguard.transport.frames import Frame, MllpFramer, frame
-from lisguard.transport.mllp import MllpClient
+from lisguard.transport.mllp import MllpClient, msa_code
 from tests.conftest import ROOT, SAMPLES, corpus_files
 
 ORDER = (
@@ -31,16 +32,20 @@ def msa(ack: str) -> tuple[str, str]:
 
 
 def expected_codes(text: str) -> list[str]:
-    msh = parse(text).segments[0]
+    message = parse(text)
+    msh = message.segments[0]
     accept, app = msh.get(15).strip(), msh.get(16).strip()
+    # the default policy takes production messages only: a T or D one is refused (AR/CR)
+    ok = message.processing_id in ("", "P")
     if not accept and not app:
-        return ["AA"]
+        return ["AA" if ok else "AR"]
     codes = []
-    if accept in ("AL", "SU"):
-        codes.append("CA")
-    if app in ("AL", "SU"):
-        codes.append("AA")
-    return codes or ["CA"]
+    if accept in ("AL", "SU" if ok else "ER"):
+        codes.append("CA" if ok else "CR")
+    if app in ("AL", "SU" if ok else "ER"):
+        codes.append("AA" if ok else "AR")
+    # MSH-15/16 honoured: NE/NE gets nothing (this used to be a CA: ingest.always_reply was true)
+    return codes
 
 
 async def test_every_corpus_message_gets_the_right_ack(service: Service) -> None:
@@ -50,9 +55,7 @@ async def test_every_corpus_message_gets_the_right_ack(service: Service) -> None
         for path in corpus_files():
             for text in split_messages(decode_bytes(path.read_bytes())):
                 codes = expected_codes(text)
-                acks = [await client.send(text.encode())]
-                acks += [await client.receive() for _ in codes[1:]]
-                got = [msa(a) for a in acks]
+                got = [msa(a) for a in await client.exchange(text.encode())]
                 assert got == [(c, parse(text).control_id) for c in codes], path.name
                 count += 1
     assert count >= 139
@@ -234,3 +237,192 @@ async def test_empty_required_header_field_is_named_in_the_ae(
     err = next(line for line in ack.split("\r") if line.startswith("ERR|"))
     assert f"MSH^1^{field}" in err and "101^Required field missing" in err, err
     assert f"MSH-{field}" in err
+
+
+# ------------------------------------------------------------------ batches, ACK modes, charset
+
+FILE = (
+    "FHS|^~\\&|LAB|HOSP|LISGUARD|BB|20260302090000||||FILE{n}\r"
+    "BHS|^~\\&|LAB|HOSP|LISGUARD|BB|20260302090000||||BATCH{n}\r"
+    "{messages}"
+    "BTS|{count}\r"
+    "FTS|1\r"
+)
+
+
+def batch_file(n: int, messages: list[str], count: int | None = None) -> str:
+    body = "".join(messages)
+    return FILE.format(n=n, messages=body, count=len(messages) if count is None else count)
+
+
+async def frames_back(
+    reader: asyncio.StreamReader, framer: MllpFramer, n: int, timeout: float = 10
+) -> list[str]:
+    """The next `n` frames the server writes, as bytes decoded the way a sender does (by their
+    MSH-18), every wait bounded."""
+    got: list[bytes] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < n:
+            data = await reader.read(65536)
+            assert data, "connection closed"
+            got += [e.payload for e in framer.feed(data) if isinstance(e, Frame)]
+    assert len(got) == n, "more frames than expected"
+    return [decode_bytes(g) for g in got]
+
+
+async def test_a_batch_in_one_frame_gets_one_frame_holding_the_batch_ack(service: Service) -> None:
+    """HL7 v2 ch. 2 batch protocol: a batch received as a unit is answered by a batch of ACKs,
+    one per message, each message processed on its own (here: accepted, a dead letter, refused).
+    It used to get a single AE (the frame did not parse as one message)."""
+    assert service.mllp_port
+    messages = [
+        ORDER.format(cid="BA1"),
+        "MSH|^~\\&|LAB|HOSP|LG|BB|2026||ORM^O01|BA2|P|2.5\rPID|1\rthis is not a segment\r",
+        ORDER.format(cid="BA3").replace("|P|2.5.1", "|X|2.5.1"),
+    ]
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.mllp_port)
+    framer = MllpFramer()
+    try:
+        writer.write(frame(batch_file(1, messages).encode()))
+        writer.write(frame(ORDER.format(cid="AFTERB").encode()))  # the next frame's ACK...
+        await writer.drain()
+        batch_ack, after = await frames_back(reader, framer, 2)
+    finally:
+        writer.close()
+    assert msa(after) == ("AA", "AFTERB")  # ...comes next: the batch got exactly one frame
+    parsed = hl7.parse_file(batch_ack)
+    assert str(parsed.header[12]) == "FILE1"  # FHS-12 reference file control id
+    [sub] = list(parsed)
+    assert str(sub.header[12]) == "BATCH1"  # BHS-12 reference batch control id
+    assert [str(sub.header[n]) for n in (3, 4, 5, 6)] == ["LISGUARD", "BB", "LAB", "HOSP"]
+    codes = [(str(m.segment("MSA")[1]), str(m.segment("MSA")[2])) for m in sub]
+    assert codes == [("AA", "BA1"), ("AE", "BA2"), ("AR", "BA3")]
+    assert str(sub.trailer[1]) == "3" and len(sub.trailer) == 2  # BTS-1; no BTS-2 comment
+    assert str(parsed.trailer[1]) == "1"
+    assert await service.store.count_messages() == 4
+    dead = {d.key.control_id: d.outcome for d in await service.store.list_dead_letters() if d.key}
+    assert dead == {"BA2": "AE", "BA3": "AR"}
+
+
+async def test_a_resent_batch_replays_each_message_ack(service: Service) -> None:
+    assert service.mllp_port
+    text = batch_file(2, [ORDER.format(cid="RB1"), ORDER.format(cid="RB2")]).encode()
+    async with MllpClient("127.0.0.1", service.mllp_port) as client:
+        first = await client.send(text)
+        second = await client.send(text)
+
+    def acks(batch_ack: str) -> list[str]:
+        return [str(m) for m in hl7.parse_file(batch_ack)[0]]
+
+    assert acks(first) == acks(second)  # the stored ACKs, MSH-10 included
+    assert first != second  # a new batch ACK (its own FHS-11/BHS-11) around them
+    assert await service.store.count_messages() == 2
+
+
+async def test_a_malformed_batch_is_processed_and_the_batch_ack_says_so(service: Service) -> None:
+    assert service.mllp_port
+    text = batch_file(3, [ORDER.format(cid="MB1"), ORDER.format(cid="MB2")], count=5)
+    text = text.replace("BHS|", "XHS|")  # no BHS: the XHS line is no part of any message
+    async with MllpClient("127.0.0.1", service.mllp_port) as client:
+        answer = await client.send(text.encode())
+    parsed = hl7.parse_file(answer)
+    [sub] = list(parsed)
+    assert [str(m.segment("MSA")[1]) for m in sub] == ["AA", "AA"]
+    comment = str(sub.trailer[2])  # BTS-2
+    assert comment.startswith("envelope error: ") and "BTS-1 says 5 messages, 2 received" in comment
+    assert "BTS without a BHS" in comment
+    assert await service.store.count_messages() == 2
+
+
+def enhanced(cid: str, accept: str, application: str, good: bool = True) -> bytes:
+    text = ORDER.format(cid=cid).replace("|P|2.5.1\r", f"|P|2.5.1|||{accept}|{application}\r")
+    return (text if good else text + "this is not a segment\r").encode()
+
+
+async def test_enhanced_mode_ne_and_er_are_honoured(service: Service) -> None:
+    """MSH-15/16 NE: no ACK at all; ER: an ACK on error only (table 0155). These used to get a
+    CA (ingest.always_reply defaulted true). The connection carries on either way."""
+    assert service.mllp_port
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.mllp_port)
+    framer = MllpFramer()
+    try:
+        for message in (
+            enhanced("NE1", "NE", "NE"),
+            enhanced("ER1", "ER", "ER"),
+            enhanced("NE2", "NE", "NE", good=False),  # never means never, errors included
+            enhanced("ER2", "ER", "ER", good=False),
+            ORDER.format(cid="LAST").encode(),
+        ):
+            writer.write(frame(message))
+        await writer.drain()
+        got = [msa(a) for a in await frames_back(reader, framer, 3)]
+    finally:
+        writer.close()
+    assert got == [("CE", "ER2"), ("AE", "ER2"), ("AA", "LAST")]
+    assert await service.store.count_messages() == 5
+
+
+async def test_the_client_does_not_wait_for_an_ack_nobody_asked_for(service: Service) -> None:
+    assert service.mllp_port
+    async with MllpClient("127.0.0.1", service.mllp_port, timeout=30) as client:
+        async with asyncio.timeout(5):  # NE/NE: back at once, not after the 30 s timeout
+            assert await client.exchange(enhanced("CN1", "NE", "NE")) == []
+        assert [msa_code(a) for a in await client.exchange(enhanced("CE1", "ER", "ER", False))] == [
+            "CE",
+            "AE",
+        ]
+        assert [msa_code(a) for a in await client.exchange(enhanced("CA1", "AL", "NE"))] == ["CA"]
+
+
+async def test_always_reply_is_an_explicit_override(service_factory: object) -> None:
+    svc: Service = await service_factory(ingest={"always_reply": True})  # type: ignore[operator]
+    assert svc.mllp_port
+    async with MllpClient("127.0.0.1", svc.mllp_port) as client:
+        assert msa(await client.send(enhanced("OV1", "NE", "NE"))) == ("CA", "OV1")
+        assert msa(await client.send(enhanced("OV2", "ER", "ER"))) == ("CA", "OV2")
+
+
+@pytest.mark.parametrize(("version", "code"), [("2.5.1", "207"), ("2.8", "104")])
+async def test_oversize_frame_gets_value_too_long_where_the_version_has_it(
+    service_factory: object, version: str, code: str
+) -> None:
+    """Table 0357 104 "Value too long" (added in v2.7; "or the length that the application is
+    able to safely handle"); 207 for older versions, whose table has no 104. It was 207 always."""
+    svc: Service = await service_factory(mllp={"max_frame_bytes": 2048})  # type: ignore[operator]
+    assert svc.mllp_port
+    big = ORDER.format(cid="BIGV").replace("|2.5.1", f"|{version}") + "NTE|1||" + "x" * 9000
+    async with MllpClient("127.0.0.1", svc.mllp_port) as client:
+        ack = await client.send(big.encode())
+    parsed = hl7.parse(ack)
+    assert str(parsed.segment("MSA")[1]) == "AR" and str(parsed.segment("MSH")[12]) == version
+    assert str(parsed.segment("ERR")[3][0][0]) == code
+    assert "exceeds the limit of 2048 bytes" in str(parsed.segment("ERR")[8])
+
+
+async def test_a_latin1_sender_gets_its_ack_in_latin1(service: Service) -> None:
+    """MSH-18 8859/1 is echoed, and the ACK bytes are Latin-1: the non-ASCII control id and
+    facility read back as sent. The ACK used to be UTF-8 with no MSH-18."""
+    assert service.mllp_port
+    text = (
+        "MSH|^~\\&|LABOR|KLINIKUM MÜNCHEN|LISGUARD|BB|20260302081500||ORM^O01|ÄNDERUNG7|P|2.5.1"
+        "||||||8859/1\r"
+        "PID|1||MRN990^^^KMUC^MR||MÜLLER^JÖRG\r"
+        "ORC|NW|ORD990\r"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.mllp_port)
+    try:
+        writer.write(frame(text.encode("latin-1")))
+        await writer.drain()
+        framer, raw = MllpFramer(), b""
+        async with asyncio.timeout(10):
+            while not raw:
+                events = framer.feed(await reader.read(65536))
+                raw = next((e.payload for e in events if isinstance(e, Frame)), b"")
+    finally:
+        writer.close()
+    ack = hl7.parse(raw.decode("latin-1"))
+    assert str(ack.segment("MSH")[18]) == "8859/1"
+    assert str(ack.segment("MSH")[6]) == "KLINIKUM MÜNCHEN"
+    assert (str(ack.segment("MSA")[1]), str(ack.segment("MSA")[2])) == ("AA", "ÄNDERUNG7")
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")

@@ -1,9 +1,11 @@
 """Property fuzzing of the HL7 reader: whatever the bytes, the documented outcome or nothing.
 
-- decode_bytes, split_messages and peek_header never raise;
+- decode_bytes, split_messages, peek_header, read_batch and build_batch_ack never raise, and a
+  batch holds the messages split_messages cuts;
 - parse returns a Message or raises HL7ReadError, nothing else;
 - to_clinical reads any Message that parse returned without raising;
-- the whole ingest path answers every input with at least one ACK carrying an MSA.
+- the whole ingest path answers every input with an ACK carrying an MSA (a batch: one batch ACK
+  with an MSA per message), unless MSH-15/16 ask for none.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lisguard.domain.knowledge import KnowledgeBase, load_knowledge_base
-from lisguard.hl7v2.ack import peek_header
+from lisguard.hl7v2.ack import Header, build_ack, peek_header
+from lisguard.hl7v2.batch import build_batch_ack, read_batch
 from lisguard.hl7v2.clinical import to_clinical
 from lisguard.hl7v2.framing import decode_bytes, split_messages
 from lisguard.hl7v2.reader import HL7ReadError, Message, parse
@@ -142,6 +145,11 @@ def read_everything(text: str) -> None:
         to_clinical(message)
     with contextlib.suppress(HL7ReadError):
         parse(text)
+    batch = read_batch(text)
+    if batch is not None:
+        assert batch.messages == split_messages(text) or not batch.messages
+        acks = [build_ack(peek_header(m) or Header(), "AA") for m in batch.messages]
+        build_batch_ack(batch, acks)
 
 
 # Found by atheris: "MSH" alone on its line made peek_header (the NAK's header) raise.
@@ -177,15 +185,25 @@ def test_mutated_corpus_messages(data: bytes) -> None:
 @given(st.one_of(hl7ish.map(str.encode), mutated_corpus(), st.binary(max_size=2048)))
 @example(MSH_ALONE)
 def test_ingest_always_answers(data: bytes) -> None:
-    """The service path (memory store): every input gets an ACK with an MSA segment."""
+    """The service path (memory store): every input gets an ACK with an MSA segment; a batch,
+    one batch ACK with an MSA per message; nothing only when an enhanced-mode MSH-15/16 asks
+    for nothing (NE, ER on success: HL7 table 0155, no longer overridden by default)."""
 
     async def run() -> None:
         store = MemoryStore()
         await store.open()
         result = await Ingestor(store, kb()).ingest(data, peer="fuzz")
-        assert result.responses, result
+        assert result.outcome in ("accepted", "ignored", "duplicate", "error", "rejected", "batch")
+        if result.outcome == "batch":
+            [answer] = result.responses
+            names = [segment[:3] for segment in answer.split("\r")]
+            assert names[0] in ("FHS", "BHS") and {"BTS", "FTS"} & set(names), answer
+            assert names.count("MSA") == len(result.parts), answer
+            return
+        if not result.responses:
+            header = peek_header(decode_bytes(data))
+            assert header is not None and header.enhanced, result
         assert all("\rMSA|" in r or "\rMSA" in r for r in result.responses), result.responses
-        assert result.outcome in ("accepted", "ignored", "duplicate", "error", "rejected")
 
     with no_hang():
         asyncio.run(run())

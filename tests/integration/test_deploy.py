@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from lisguard.settings import Settings
+from lisguard.web.auth import ROUTE_ROLES
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -226,6 +227,19 @@ def settings_from(tmp_path: Path, text: str) -> Settings:
     return Settings.load(path)
 
 
+def refuses_until_sources_are_set(tmp_path: Path, shipped: str) -> None:
+    """The shipped settings listen on all interfaces: they must not start as they are, and
+    the error says what to set."""
+    with pytest.raises(ValueError, match="allowed_sources"):
+        settings_from(tmp_path, shipped)
+
+
+def test_dockerfile_keeps_the_install_key_on_the_volume() -> None:
+    env = env_of(final_stage(DEPLOY / "Dockerfile"))
+    assert env["LISGUARD_SECURITY__KEY_FILE"].startswith("/var/lib/lisguard/")
+    assert env["LISGUARD_MLLP__HOST"] == "0.0.0.0" and "LISGUARD_MLLP__ALLOWED_SOURCES" not in env
+
+
 def test_compose_file(tmp_path: Path) -> None:
     (compose,) = load_all(DEPLOY / "compose.yaml")
     services = compose["services"]
@@ -237,8 +251,15 @@ def test_compose_file(tmp_path: Path) -> None:
     assert (DEPLOY / "lisguard.env.example").is_file()
     assert "lisguard.env" in (DEPLOY / ".gitignore").read_text().split()
     source = compose["configs"][app["configs"][0]["source"]]["file"]
-    settings = settings_from(tmp_path, (DEPLOY / source).read_text())
+    shipped = (DEPLOY / source).read_text()
+    refuses_until_sources_are_set(tmp_path, shipped)
+    env_example = (DEPLOY / "lisguard.env.example").read_text()
+    assert "LISGUARD_SECURITY__KEY=" in env_example and "PATIENT_HASH_KEY" not in env_example
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LISGUARD_MLLP__ALLOWED_SOURCES", '["10.20.30.40"]')
+        settings = settings_from(tmp_path, shipped)
     assert settings.mllp.host == "0.0.0.0" and settings.http.port == 8080
+    assert settings.mllp.allowed_sources == ["10.20.30.40"] and settings.security.production
     assert app["stop_signal"] == "SIGTERM"
 
 
@@ -272,7 +293,22 @@ def test_kubernetes_manifests(tmp_path: Path) -> None:
     mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["config"]
     (config_file,) = config["data"]
     assert f"{mount}/{config_file}" in container["args"]
-    settings_from(tmp_path, config["data"][config_file])  # the shipped settings validate
+    shipped = config["data"][config_file]
+    refuses_until_sources_are_set(tmp_path, shipped)
+    filled = shipped.replace("allowed_sources: []", "allowed_sources: [10.0.0.0/24]")
+    assert settings_from(tmp_path, filled).security.production  # then they validate
+    env_names = {var["name"] for var in container["env"]}
+    assert "LISGUARD_SECURITY__KEY" in env_names
+
+    # Prometheus scrapes every pod's /metrics on the http port, with a `metrics` role token
+    annotations = by_kind["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == ports["http"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert ("GET", annotations["prometheus.io/path"]) in ROUTE_ROLES
+    assert ROUTE_ROLES[("GET", "/metrics")] == "metrics"
+    assert "metrics-token" in secret["stringData"]
+    assert "--role metrics" in (KUBE / "secret.yaml").read_text()
 
     service = by_kind["Service"]
     assert service["spec"]["selector"] == by_kind["Deployment"]["spec"]["selector"]["matchLabels"]
@@ -286,3 +322,43 @@ def test_kubernetes_manifests(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         assert len(list(yaml.safe_load_all(done.stdout))) == 4
+
+
+def test_constraints_pin_every_dependency_within_its_bounds() -> None:
+    """One resolution for CI and the image: every runtime and test dependency has an exact pin
+    in constraints.txt that its pyproject range admits, and both installs use the file."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version.strip()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in [*project["dependencies"], *project["optional-dependencies"]["test"]]:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{name} has no pin in constraints.txt"
+        assert req.specifier.contains(pins[name]), (name, pins[name], str(req.specifier))
+    for text in project["dependencies"]:
+        assert "<" in text, f"{text}: no upper bound"
+    assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
+    assert any(
+        w == "RUN" and "-c constraints.txt" in r for w, r in instructions(DEPLOY / "Dockerfile")
+    )
+
+
+def test_the_example_settings_file_validates_and_shows_the_defaults(tmp_path: Path) -> None:
+    """config/lisguard.example.yaml, cited by the README, loads; where it shows a value, it
+    is the default (so the file cannot drift from the code silently)."""
+    example = Settings.load(ROOT / "config" / "lisguard.example.yaml")
+    defaults = Settings()
+    for section in ("mllp", "http", "ingest", "retention", "security"):
+        shown = getattr(example, section).model_dump()
+        assert shown == getattr(defaults, section).model_dump(), section
+    assert example.audit.anchor_interval_minutes == defaults.audit.anchor_interval_minutes
+    assert "config/lisguard.example.yaml" in (ROOT / "README.md").read_text()

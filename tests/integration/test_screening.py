@@ -130,6 +130,30 @@ async def test_duplicates_refusals_dead_letters_and_reused_ids(kb: KnowledgeBase
     assert "duplicate" not in [o[0] for o in never_acked[:3]]
 
 
+async def test_test_messages_keep_their_own_state_in_check_as_in_serve(kb: KnowledgeBase) -> None:
+    """A site taking T: serve keeps a test message's patient state apart (state_key); check's
+    dict must too, or the two would disagree on which screens alert."""
+    texts = [
+        msg("RX1", DARA, type_="RDE^O11", pid="T"),  # a test dose
+        msg("S1", SCREEN),  # production: no real exposure, no alert
+        msg("S2", SCREEN, pid="T", n=2),  # test: alerts, marked test
+        msg("RX2", DARA, type_="RDE^O11"),  # the real first dose: baseline-workup
+        msg("S3", SCREEN, n=3),  # production alerts now
+        msg("S4", SCREEN, pid="D", n=4),  # D: refused here
+    ]
+    outcomes = await both(kb, texts, IngestPolicy(processing_ids=frozenset({"P", "T"})))
+    alerts = [[(a["rule"], a["test"]) for a in o[2]] for o in outcomes]
+    assert alerts == [
+        [("baseline-workup", True)],
+        [],
+        [("bb-serology", True)],
+        [("baseline-workup", False)],
+        [("bb-serology", False)],
+        [],
+    ]
+    assert outcomes[-1][0] == "rejected"
+
+
 def test_check_reads_a_big_file_in_chunks_as_at_once(
     kb: KnowledgeBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

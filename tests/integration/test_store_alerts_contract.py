@@ -278,6 +278,22 @@ async def test_outbox_rows_are_one_per_alert_and_channel(store: Store) -> None:
     ]
 
 
+async def test_backlog_counts_undelivered_rows_per_channel(store: Store) -> None:
+    assert await store.desk.backlog() == {}
+    a, b = alert(order="B1"), alert(order="B2")
+    await raise_alerts(store, a, channels=("webhook", "hl7"))
+    await raise_alerts(store, b, at=T0 + timedelta(minutes=5), channels=("webhook",))
+    assert await store.desk.backlog() == {"webhook": (2, T0), "hl7": (1, T0)}
+    [first, _] = await claim(store, now=T0 + timedelta(minutes=5))  # claimed: still pending
+    assert first.alert_id == a.id
+    assert (await store.desk.backlog())["webhook"] == (2, T0)
+    assert await store.desk.record(first, outcome="delivered", at=T0 + timedelta(minutes=6))
+    [hl7] = await claim(store, "hl7")
+    assert await store.desk.record(hl7, outcome="failed", at=T0, error="HTTP 400")
+    # delivered and given-up rows are no longer pending
+    assert await store.desk.backlog() == {"webhook": (1, T0 + timedelta(minutes=5))}
+
+
 async def test_claim_leases_a_row_and_counts_the_attempt(store: Store) -> None:
     a = alert()
     await raise_alerts(store, a, channels=("webhook",))

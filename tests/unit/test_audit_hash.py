@@ -120,3 +120,22 @@ def test_floats_and_dates_read_back_the_same():
 def test_canonical_time_is_the_documented_layout(at: datetime):
     aware = at if at.tzinfo else at.replace(tzinfo=UTC)
     assert canonical_time(at) == aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.dictionaries(st.text(max_size=5), text_keyed, max_size=4), min_size=1, max_size=4)
+)
+def test_keyed_rows_verify_with_their_key_only(details: list[dict[Any, Any]]):
+    at = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+    key, other = b"k" * 32, b"o" * 32
+    events = [AuditEvent("test.event", at, subject=str(i), detail=d) for i, d in enumerate(details)]
+    rows = chain_rows(None, events, lambda t: t, key)
+    links = [
+        ChainLink(i + 1, r[0], r[1], r[2], r[3], load_detail(r[4]), r[5], r[6])
+        for i, r in enumerate(rows)
+    ]
+    assert all(link.hash and link.hash.startswith("hmac:") for link in links)
+    assert verify_chain(links, key=key).ok
+    assert not verify_chain(links, key=other).ok
+    assert not verify_chain(links).ok  # a keyed hash cannot be checked without the key

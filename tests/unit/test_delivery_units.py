@@ -18,7 +18,7 @@ from lisguard.hl7v2.outbound import alert_oru, control_id
 from lisguard.hl7v2.reader import parse
 from lisguard.store.desk import AlertRecord
 from lisguard.store.memory import MemoryStore
-from lisguard.transport.webhook import signature
+from lisguard.transport.webhook import signature, signing_key, standard_headers
 
 CREATED = datetime(2026, 3, 2, 8, 16, 5, tzinfo=UTC)
 
@@ -72,6 +72,32 @@ def test_webhook_signature_is_hmac_sha256_of_the_body() -> None:
     expected = hmac.new(b"k", body, hashlib.sha256).hexdigest()
     assert signature("k", body) == f"sha256={expected}"
     assert signature("other", body) != signature("k", body)
+
+
+def test_standard_webhooks_signature_matches_the_reference_vector() -> None:
+    # the vector every Standard Webhooks reference library tests its signing against
+    key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    headers = standard_headers(
+        key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}'
+    )
+    assert headers == {
+        "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "webhook-timestamp": "1614265330",
+        "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    }
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [("whsec_not base64!", "base64"), ("whsec_" + "A" * 20, "24 to 64 bytes")],
+)
+def test_a_bad_whsec_secret_is_refused(secret: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        signing_key(secret)
+
+
+def test_a_plain_secret_keys_with_its_bytes() -> None:
+    assert signing_key("s3cret") == b"s3cret"
 
 
 def test_retry_backs_off_exponentially_up_to_the_cap() -> None:

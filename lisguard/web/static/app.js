@@ -1,6 +1,7 @@
 // The technologist page: the alert queue, live over server-sent events, with acknowledge,
 // resolve, snooze and the patient view. Plain JavaScript, no build step. Every value from the
-// API is put into the page as text (never as markup).
+// API is put into the page as text (never as markup). Requests that change something carry the
+// session's CSRF token (from /api/me) in X-Lisguard-CSRF: the server refuses them without it.
 "use strict";
 
 const SEVERITY_RANK = { high: 3, medium: 2, low: 1 };
@@ -8,7 +9,8 @@ const STATUS_TEXT = {
   open: "Open", acknowledged: "Acknowledged", resolved: "Resolved",
   snoozed: "Snoozed", collapsed: "Collapsed into another alert",
 };
-const state = { alerts: new Map(), meta: null, fresh: new Set(), current: null };
+const state = { alerts: new Map(), meta: null, fresh: new Set(), current: null, csrf: "" };
+const SAFE_METHODS = ["GET", "HEAD"];
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs, ...children) {
@@ -46,6 +48,9 @@ class HttpError extends Error {
 
 async function api(path, options = {}) {
   const init = { credentials: "same-origin", headers: { Accept: "application/json" }, ...options };
+  if (!SAFE_METHODS.includes(init.method || "GET") && state.csrf) {
+    init.headers["X-Lisguard-CSRF"] = state.csrf;
+  }
   if (options.body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify({ ...options.body, by: whoAmI() || undefined });
@@ -60,15 +65,18 @@ async function api(path, options = {}) {
 function whoAmI() { return localStorage.getItem("lisguard.who") || ""; }
 
 function filters() {
-  return { status: $("f-status").value, rule: $("f-rule").value, location: $("f-location").value };
+  return { status: $("f-status").value, rule: $("f-rule").value, location: $("f-location").value,
+    test: $("f-test").value };
 }
 
 function matches(view) {
   const f = filters();
   const statuses = f.status === "all" ? null : f.status.split(",");
+  // alerts of test messages (MSH-11 T/D) stay out of the production queue, also when live
   return (!statuses || statuses.includes(view.status))
     && (!f.rule || view.alert.rule === f.rule)
-    && (!f.location || view.alert.location === f.location);
+    && (!f.location || view.alert.location === f.location)
+    && (f.test === "include" || (f.test === "only") === Boolean(view.alert.test));
 }
 
 function showBanner(message) {
@@ -79,6 +87,13 @@ function showBanner(message) {
 
 // ------------------------------------------------------------------ loading
 
+// who is logged in, and the CSRF token of the session (empty with a bearer token or no login)
+async function loadMe() {
+  const me = await api("/api/me");
+  state.csrf = me.csrf || "";
+  $("logout").hidden = !me.csrf;
+}
+
 async function loadMeta() {
   const meta = await api("/api/meta");
   state.meta = meta;
@@ -88,6 +103,9 @@ async function loadMeta() {
   $("count-open").textContent = `Open ${counts.open || 0}`;
   $("count-open").classList.toggle("nonzero", (counts.open || 0) > 0);
   $("count-acknowledged").textContent = `Acknowledged ${counts.acknowledged || 0}`;
+  const tests = (meta.test_counts || {}).open || 0;
+  $("count-test").textContent = `Test ${tests}`;
+  $("count-test").hidden = !tests;
   const anonymous = meta.user === "anonymous";
   $("who-box").hidden = !anonymous;
   $("user").textContent = anonymous ? "" : meta.user;
@@ -102,7 +120,7 @@ function fillSelect(select, options, allLabel) {
 
 async function loadQueue() {
   const f = filters();
-  const params = new URLSearchParams({ status: f.status });
+  const params = new URLSearchParams({ status: f.status, test: f.test });
   if (f.rule) params.set("rule", f.rule);
   if (f.location) params.set("location", f.location);
   try {
@@ -148,12 +166,15 @@ function card(view, isTarget) {
   const a = view.alert;
   const sev = a.severity;
   const classes = [`alert`, `sev-${sev}`, `status-${view.status}`];
+  if (a.test) classes.push("test");
   if (state.fresh.has(view.id)) classes.push("fresh");
   if (isTarget) classes.push("target");
   return el("article", { class: classes.join(" "), "data-id": view.id, "data-status": view.status },
     el("div", { class: "sev" }, sev.toUpperCase(), el("small", {}, "severity")),
     el("div", { class: "body" },
-      el("h2", {}, view.rule_title,
+      el("h2", {}, a.test ? el("span", { class: "test-badge",
+        title: `raised by a test message (MSH-11 ${a.processing_id}): not a real patient alert` },
+      "TEST") : null, view.rule_title,
         view.count > 1 ? el("span", { class: "repeat", title: "identical alerts collapsed into this one" }, `×${view.count}`) : null),
       el("p", { class: "facts" },
         "Patient ", el("b", {}, a.patient), a.patient_authority ? ` (${a.patient_authority})` : "",
@@ -208,10 +229,12 @@ function actions(view) {
   if (["open", "acknowledged", "snoozed"].includes(view.status)) {
     buttons.push(el("button", { onclick: () => openResolve(view) }, "Resolve…"));
   }
-  if (["open", "acknowledged"].includes(view.status)) {
+  // a snooze holds back the patient's alerts of every feed: not offered for a test alert
+  if (["open", "acknowledged"].includes(view.status) && !view.alert.test) {
     buttons.push(el("button", { class: "secondary", onclick: () => openSnooze(view) }, "Snooze…"));
   }
-  buttons.push(el("button", { class: "secondary", onclick: () => openPatient(view.patient_key) }, "Patient"));
+  buttons.push(el("button", { class: "secondary",
+    onclick: () => openPatient(view.patient_key, view.alert.processing_id) }, "Patient"));
   return buttons;
 }
 
@@ -289,12 +312,15 @@ function wireDialogs() {
 
 // ------------------------------------------------------------------ patient view
 
-async function openPatient(key) {
-  $("patient-title").textContent = `Patient ${key.replace("^", " (") + (key.includes("^") ? ")" : "")}`;
+// processingId T or D: the patient as that test feed left it (kept apart from production)
+async function openPatient(key, processingId = "P") {
+  const test = processingId && processingId !== "P";
+  $("patient-title").textContent = `${test ? "TEST feed · " : ""}Patient ${key.replace("^", " (") + (key.includes("^") ? ")" : "")}`;
   $("patient-body").replaceChildren(el("p", {}, "Loading…"));
   $("patient-dialog").showModal();
   try {
-    const p = await api(`/api/patients/${encodeURIComponent(key)}`);
+    const query = test ? `?processing_id=${encodeURIComponent(processingId)}` : "";
+    const p = await api(`/api/patients/${encodeURIComponent(key)}${query}`);
     $("patient-body").replaceChildren(patientView(p));
   } catch (error) {
     $("patient-body").replaceChildren(el("p", { class: "error" }, error.message));
@@ -383,14 +409,24 @@ async function login(event) {
   }
 }
 
+async function logout() {
+  try {
+    await api("/api/logout", { method: "POST" });
+  } finally {
+    location.reload();
+  }
+}
+
 async function start() {
   $("who").value = whoAmI();
   $("who").addEventListener("change", () => localStorage.setItem("lisguard.who", $("who").value.trim()));
-  for (const id of ["f-status", "f-rule", "f-location"]) $(id).addEventListener("change", loadQueue);
+  for (const id of ["f-status", "f-rule", "f-location", "f-test"]) $(id).addEventListener("change", loadQueue);
   $("login-form").addEventListener("submit", login);
+  $("logout").addEventListener("click", logout);
   window.addEventListener("hashchange", render);
   wireDialogs();
   try {
+    await loadMe();
     await loadMeta();
   } catch (error) {
     if (error.status === 401) return;

@@ -1,6 +1,7 @@
 // Manager view: audit search, exports, chain check and the daily summary drawn as SVG.
 // Data from the API is only ever set as text (textContent, SVG text nodes), never as markup:
-// audit events carry what HL7 senders wrote.
+// audit events carry what HL7 senders wrote. Requests that change something carry the session's
+// CSRF token (from login or /api/me) in X-Lisguard-CSRF: the server refuses them without it.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -12,6 +13,7 @@ const OUTCOME_COLOURS = { AA: "#009E73", AE: "#E69F00", AR: "#D55E00" };
 
 const $ = (id) => document.getElementById(id);
 let nextBefore = null;
+let csrf = "";
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -28,7 +30,11 @@ function svgEl(tag, attrs = {}, text) {
 }
 
 async function api(path, options = {}) {
-  const response = await fetch(path, { credentials: "same-origin", ...options });
+  const headers = { ...(options.headers || {}) };
+  if (options.method && !["GET", "HEAD"].includes(options.method) && csrf) {
+    headers["X-Lisguard-CSRF"] = csrf;
+  }
+  const response = await fetch(path, { credentials: "same-origin", ...options, headers });
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
   if (response.status === 401 && path !== "/api/login") showLogin("Your session has ended: log in again.");
@@ -50,6 +56,7 @@ function showLogin(message = "") {
 }
 
 function showApp(me) {
+  csrf = me.csrf || "";
   if (!["manager", "admin"].includes(me.role)) {
     showLogin(`${me.user} has role ${me.role || "none"}: the manager view needs manager or admin.`);
     return;
@@ -84,8 +91,13 @@ $("login-form").addEventListener("submit", async (event) => {
 });
 
 $("logout").addEventListener("click", async () => {
-  await fetch("/api/logout", { method: "POST", credentials: "same-origin" });
-  showLogin("Logged out.");
+  try {
+    await api("/api/logout", { method: "POST" });
+    csrf = "";
+    showLogin("Logged out.");
+  } catch (err) {
+    showLogin(`Could not log out: ${err.message}`);
+  }
 });
 
 // ---- audit log
