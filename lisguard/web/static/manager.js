@@ -134,7 +134,9 @@ function localTime(iso) {
 
 function eventRow(e) {
   const time = el("td", { class: "time", title: e.at }, localTime(e.at));
-  const hash = el("td", { class: "hash", title: e.hash || "" }, (e.hash || "").slice(0, 12));
+  // keyed hashes are "hmac:<hex>": show 12 hex digits either way (the title holds it whole)
+  const digits = (e.hash || "").replace(/^hmac:/, "");
+  const hash = el("td", { class: "hash", title: e.hash || "" }, digits.slice(0, 12));
   return el("tr", {},
     el("td", { class: "num" }, String(e.seq)), time, el("td", {}, e.kind),
     el("td", {}, e.actor), el("td", { class: "subject" }, e.subject),
