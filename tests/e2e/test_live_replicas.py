@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import asyncpg
 import pytest
 
 from lisguard.transport.mllp import msa_code
-from tests.e2e.serve_process import PG_DSN, ServeProcess, fresh_schema, pg_reachable, with_query
+from tests.e2e.serve_process import ServeProcess, fresh_schema, with_query
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -35,16 +34,6 @@ DOSE = (
 )
 
 Event = tuple[str, dict[str, Any]]
-
-
-@pytest.fixture
-async def pg_dsn() -> str:
-    reason = await pg_reachable(PG_DSN)
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at LISGUARD_TEST_PG_DSN unreachable: {reason}")
-        pytest.skip(f"PostgreSQL at LISGUARD_TEST_PG_DSN unreachable: {reason}")
-    return PG_DSN
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:

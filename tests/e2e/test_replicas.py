@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -29,10 +28,8 @@ from lisguard.store import open_store
 from lisguard.transport.mllp import msa_code
 from tests.e2e.serve_process import (
     BIN,
-    PG_DSN,
     ServeProcess,
     fresh_schema,
-    pg_reachable,
     with_query,
 )
 
@@ -94,16 +91,6 @@ def alert_key(alert: Alert) -> AlertKey:
         drugs,
         tuple(sorted(r.value for r in alert.recommendations)),
     )
-
-
-@pytest.fixture
-async def pg_dsn() -> str:
-    reason = await pg_reachable(PG_DSN)
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at LISGUARD_TEST_PG_DSN unreachable: {reason}")
-        pytest.skip(f"PostgreSQL at LISGUARD_TEST_PG_DSN unreachable: {reason}")
-    return PG_DSN
 
 
 async def test_two_replicas_alert_like_one_process(tmp_path: Path, pg_dsn: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,14 +16,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Request, async_playwright, expect
+from playwright.async_api import Browser, Request, expect
 
 from lisguard.app import Service
 from lisguard.hl7v2.framing import decode_bytes, split_messages
 from lisguard.transport.mllp import MllpClient, msa_code
 from lisguard.web import csrf
 from lisguard.web.auth import new_token, token_hash
-from tests.browser.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, WAIT_MS
+from tests.browser.conftest import ARTIFACTS, WAIT_MS
 from tests.conftest import SAMPLES, ServiceFactory
 
 pytestmark = pytest.mark.browser
@@ -63,21 +62,6 @@ ATTACK = """<!doctype html>
 </script>
 </body></html>
 """
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 @pytest.fixture
@@ -134,7 +118,7 @@ async def alert_view(svc: Service, token: str, alert_id: str) -> dict[str, Any]:
 
 
 async def test_another_origin_cannot_act_with_the_session_cookie(
-    chromium: Browser,
+    browser: Browser,
     service_factory: ServiceFactory,
     attacker: tuple[dict[str, str], int],
     monkeypatch: pytest.MonkeyPatch,
@@ -154,7 +138,7 @@ async def test_another_origin_cannot_act_with_the_session_cookie(
     assert [(await alert_view(svc, token, i))["status"] for i in ids] == ["open"] * len(ids)
     base = f"http://127.0.0.1:{svc.http_port}"
 
-    context = await chromium.new_context(viewport={"width": 1400, "height": 1000})
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         page = await context.new_page()
         page.set_default_timeout(WAIT_MS)
