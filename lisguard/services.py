@@ -9,7 +9,7 @@ returned after that commit, so an ACKed message is never lost.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,14 +27,13 @@ from lisguard.domain.engine import (
 )
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.knowledge import KnowledgeBase
-from lisguard.domain.patient import PatientState, state_key
 from lisguard.hl7v2.ack import AckError, Header, build_ack, peek_header, responses
 from lisguard.hl7v2.batch import Batch, build_batch_ack, read_batch
 from lisguard.hl7v2.framing import decode_bytes
 from lisguard.hl7v2.printable import printable_message_type
-from lisguard.hl7v2.reader import Message
 from lisguard.hl7v2.relevance import Relevance
 from lisguard.intake import CLINICAL_FAMILIES, IngestPolicy, Reading, Verdict, read_message
+from lisguard.message_records import ScopedStates, message_audit
 from lisguard.store.base import (
     MESSAGE_RECEIVED,
     AuditEvent,
@@ -42,7 +41,6 @@ from lisguard.store.base import (
     Store,
     StoreDataError,
     StoreError,
-    Transaction,
 )
 
 log = structlog.get_logger("lisguard.ingest")
@@ -203,7 +201,7 @@ class Ingestor:
                     await tx.add_alerts(outcome.alerts, message_id=message_id, created_at=now)
                 )
                 alerts = [a for a in outcome.alerts if a.id in new_ids]
-                events = _audit(now, message_id, digest, message, flags, outcome, alerts)
+                events = message_audit(now, message_id, digest, message, flags, outcome, alerts)
                 if alerts:
                     events += await self.routing.route(self.store.desk, tx, alerts, now)
                 await tx.add_audit(events)
@@ -385,77 +383,3 @@ class Ingestor:
         except StoreError as exc:
             # The NAK goes out anyway; the sender keeps the message and will resend.
             log.error("dead_letter_not_stored", error=str(exc))
-
-
-class ScopedStates:
-    """The patient states of one transaction as a test message (MSH-11 T or D) sees them: under
-    `state_key(key, processing_id)`, apart from production's. The engine works on plain keys."""
-
-    def __init__(self, tx: Transaction, processing_id: str) -> None:
-        self._tx = tx
-        self._processing_id = processing_id
-
-    async def load_patients(
-        self, keys: Sequence[str], *, lock: bool = True
-    ) -> dict[str, PatientState]:
-        stored = {state_key(k, self._processing_id): k for k in keys}
-        found = await self._tx.load_patients(list(stored), lock=lock)
-        return {
-            stored[k]: state.model_copy(update={"key": stored[k]})
-            for k, state in found.items()
-            if k in stored
-        }
-
-    async def save_patient(self, state: PatientState) -> None:
-        scoped = state_key(state.key, self._processing_id)
-        await self._tx.save_patient(state.model_copy(update={"key": scoped}))
-
-
-def _sender(message: Message) -> str:
-    """MSH-3 and MSH-4, as an inspector reads them: application@facility."""
-    msh = message.segments[0]
-    return f"{msh.get(3)}@{msh.get(4)}"
-
-
-def _audit(
-    now: datetime,
-    message_id: int,
-    digest: str,
-    message: Message,
-    flags: tuple[str, ...],
-    outcome: Outcome,
-    alerts: Iterable[Alert],
-) -> list[AuditEvent]:
-    pid = message.processing_id or "P"
-    events = [
-        AuditEvent(
-            MESSAGE_RECEIVED,
-            now,
-            subject=str(message_id),
-            detail={
-                "control_id": message.control_id,
-                "type": message.message_type,
-                "sender": _sender(message),
-                "outcome": "AA",
-                "sha256": digest,
-                "flags": list(flags),
-                "processing_id": pid,
-            },
-        )
-    ]
-    # an inspector reading a patient's history must see which changes a test message made
-    scope = {"processing_id": pid} if pid != "P" else {}
-    events.extend(
-        AuditEvent(f"state.{c.kind}", now, subject=c.patient, detail={"detail": c.detail, **scope})
-        for c in outcome.changes
-    )
-    events.extend(
-        AuditEvent(
-            "alert.raised",
-            now,
-            subject=a.id,
-            detail={"rule": a.rule.value, "patient": a.patient_key, "order": a.order, **scope},
-        )
-        for a in alerts
-    )
-    return events
