@@ -1,4 +1,4 @@
-"""Command line: serve, check, send, check-config."""
+"""Command line: serve, check, check-config, send, token, key, audit, db, purge."""
 
 from __future__ import annotations
 
