@@ -22,13 +22,12 @@ from datetime import datetime
 
 from lisguard.hl7v2.ack import Header, escape, next_control_id, peek_header
 from lisguard.hl7v2.escapes import DEFAULT_ENCODING, Encoding
+from lisguard.hl7v2.framing import BATCH_SEGMENTS, segment_lines
 
 __all__ = ["Batch", "Group", "build_batch_ack", "is_batch", "read_batch"]
 
 ENVELOPE_ERROR = "envelope error: "
 COMMENT_MAX = 80  # BTS-2 and FTS-2 are ST(80)
-_SEGMENT_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
 _EDGES = "\ufeff\x0b\x1c \t\r\n"  # what may surround a frame's or a body's segments
 # a line (after MLLP bytes, a BOM or indentation) that is a batch segment
 _BATCH_LINE = re.compile(r"[\r\n\x0b\x1c\ufeff][ \t]*(?:FHS|BHS|BTS|FTS)")
@@ -72,12 +71,12 @@ def is_batch(text: str) -> bool:
     """Whether the text holds a batch segment at a line start. Cheap, as every MLLP frame is
     asked: the first line, the last line, then (only if "HS|" occurs past the first MSH: a
     later MSH, BHS or FHS) a regex over the whole text."""
-    if text.lstrip(_EDGES)[:3] in _BATCH_SEGMENTS:
+    if text.lstrip(_EDGES)[:3] in BATCH_SEGMENTS:
         return True
     tail = text.rstrip(_EDGES)
     last = tail.rfind("\r")  # then LF or 0x0B only after it: no scan of the whole text
     last = max(last, tail.rfind("\n", last + 1), tail.rfind("\x0b", last + 1))
-    if tail[last + 1 :].lstrip()[:3] in _BATCH_SEGMENTS:
+    if tail[last + 1 :].lstrip()[:3] in BATCH_SEGMENTS:
         return True
     if text.find("HS|", 3) < 0:
         return False
@@ -113,12 +112,7 @@ def read_batch(text: str) -> Batch | None:
             g.problems.append("no BTS")
         g.closed = True
 
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if line[:1] not in _SEGMENT_START:
-            line = line.lstrip()
-            if not line:
-                continue
-        name = line[:3]
+    for name, line in segment_lines(text.replace("\r\n", "\n").replace("\r", "\n").split("\n")):
         if name == "MSH":
             if group is None or group.closed:
                 group = Group()
@@ -126,7 +120,7 @@ def read_batch(text: str) -> Batch | None:
             message = [line]
             messages.append(message)
             continue
-        if name not in _BATCH_SEGMENTS:
+        if name not in BATCH_SEGMENTS:
             if message is not None:
                 message.append(line)
             else:  # after a batch segment, before the next MSH

@@ -9,6 +9,7 @@ to hold at once: `lisguard.hl7v2.files`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 
 __all__ = [
     "UTF8_BOM",
@@ -21,7 +22,7 @@ __all__ = [
 
 UTF8_BOM = b"\xef\xbb\xbf"
 WIDE_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 (and UTF-32 LE)
-_BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
+BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
 _SEGMENT_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # A line that the line-by-line reading would treat specially: blank or indented (or not starting
 # with a segment name at all), or a batch segment.
@@ -173,21 +174,28 @@ def split_messages(text: str) -> list[str]:
     return _split_lines(text.split(newline))
 
 
-def _split_lines(lines: list[str]) -> list[str]:
-    """split_messages for any text, line by line."""
-    messages: list[list[str]] = []
-    current: list[str] | None = None
-    stray: list[str] = []
+def segment_lines(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(segment name, line) for each line that is not blank; a line that does not start like a
+    segment has its leading whitespace dropped (an indented or padded file). split_messages and
+    the batch reader (lisguard.hl7v2.batch) see lines the same way."""
     for line in lines:
         if line[:1] not in _SEGMENT_START:
             line = line.lstrip()
             if not line:
                 continue
-        name = line[:3]
+        yield line[:3], line
+
+
+def _split_lines(lines: list[str]) -> list[str]:
+    """split_messages for any text, line by line."""
+    messages: list[list[str]] = []
+    current: list[str] | None = None
+    stray: list[str] = []
+    for name, line in segment_lines(lines):
         if name == "MSH":
             current = [line]
             messages.append(current)
-        elif name in _BATCH_SEGMENTS:
+        elif name in BATCH_SEGMENTS:
             current = None
         elif current is not None:
             current.append(line)
