@@ -15,7 +15,11 @@ from typing import NamedTuple
 from lisguard.domain.facts import ClinicalMessage, MessageKey
 from lisguard.hl7v2.ack import AckError, Header, peek_header
 from lisguard.hl7v2.clinical import to_clinical
-from lisguard.hl7v2.printable import printable_message_type, printable_processing_id
+from lisguard.hl7v2.printable import (
+    printable_message_type,
+    printable_processing_id,
+    printable_segment_name,
+)
 from lisguard.hl7v2.reader import HL7ReadError, Message, parse
 from lisguard.hl7v2.relevance import Relevance
 
@@ -145,7 +149,9 @@ def _nul_reading(text: str, digest: str) -> Reading:
     which would make the sender resend it forever. The reason names where, not what."""
     segments = text.replace("\n", "\r").split("\r")
     where = next((i for i, seg in enumerate(segments, 1) if "\x00" in seg), 1)
-    name = "".join(c for c in segments[where - 1][:3] if c.isalnum()) if segments else ""
+    # named only when it is a segment name (lisguard.hl7v2.printable): after a raw CR the line
+    # may start with a patient's name
+    name = printable_segment_name(segments[where - 1][:3].replace("\x00", "")) or ""
     err = AckError("102", f"segment {where} ({name or '?'}) holds a NUL character", name, None)
     header = peek_header(text.replace("\x00", "")) or Header()
     return Reading(Verdict.UNREADABLE, digest, header, _key(header), error=err)
