@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 
 class Severity(StrEnum):
@@ -25,6 +25,36 @@ class RuleId(StrEnum):
     SPEP_IFE = "spep-ife"
     FLOW_MRD = "flow-mrd"
     UNEXPLAINED_PANREACTIVITY = "unexplained-panreactivity"
+    IG_PASSIVE_ANTIBODY = "ig-passive-antibody"
+    IVIG_PROPHYLAXIS = "ivig-prophylaxis"
+    HYPOGAMMAGLOBULINEMIA = "hypogammaglobulinemia"
+    POSITIVE_DAT = "positive-dat"
+
+
+class Audience(StrEnum):
+    """Who acts on an alert: the bench or desk a delivery channel may be restricted to."""
+
+    BLOOD_BANK = "blood_bank"  # the transfusion laboratory bench
+    SEROLOGY = "serology"  # infectious-disease serology
+    CLINIC = "clinic"  # the myeloma clinic or its pharmacy: they order, prescribe, infuse
+    PROTEIN_LAB = "protein_lab"  # SPEP/IFE (immunology or special chemistry)
+    FLOW_LAB = "flow_lab"  # flow cytometry
+
+
+# The audience of each rule's alerts where the rule has one; ig-passive-antibody (blood bank or
+# serology, by the test) and baseline-workup (clinic when only HBV serology is due) choose per
+# alert. Alerts stored before the field existed read as their rule's.
+RULE_AUDIENCE: dict[RuleId, Audience] = {
+    RuleId.BASELINE_WORKUP: Audience.BLOOD_BANK,
+    RuleId.BB_SEROLOGY: Audience.BLOOD_BANK,
+    RuleId.SPEP_IFE: Audience.PROTEIN_LAB,
+    RuleId.FLOW_MRD: Audience.FLOW_LAB,
+    RuleId.UNEXPLAINED_PANREACTIVITY: Audience.BLOOD_BANK,
+    RuleId.IG_PASSIVE_ANTIBODY: Audience.BLOOD_BANK,
+    RuleId.IVIG_PROPHYLAXIS: Audience.CLINIC,
+    RuleId.HYPOGAMMAGLOBULINEMIA: Audience.CLINIC,
+    RuleId.POSITIVE_DAT: Audience.BLOOD_BANK,
+}
 
 
 class Recommendation(StrEnum):
@@ -39,6 +69,12 @@ class Recommendation(StrEnum):
     CHECK_ANTI_CD38_HISTORY = "CHECK_ANTI_CD38_HISTORY"
     ANTI_CD47_WORKUP = "ANTI_CD47_WORKUP"
     CD38_EPITOPE_MASKED = "CD38_EPITOPE_MASKED"
+    PASSIVE_ANTIBODY_FROM_IG = "PASSIVE_ANTIBODY_FROM_IG"
+    PRIMARY_IVIG_PROPHYLAXIS = "PRIMARY_IVIG_PROPHYLAXIS"
+    IVIG_REPLACEMENT_REVIEW = "IVIG_REPLACEMENT_REVIEW"
+    IGG_INCLUDES_PARAPROTEIN = "IGG_INCLUDES_PARAPROTEIN"
+    HBV_SCREEN_BEFORE_FIRST_DOSE = "HBV_SCREEN_BEFORE_FIRST_DOSE"
+    POSITIVE_DAT_MAY_BE_THERAPY = "POSITIVE_DAT_MAY_BE_THERAPY"
 
 
 # One line each, shown next to the code on the technologist page and in the README.
@@ -81,6 +117,32 @@ RECOMMENDATION_TEXT: dict[Recommendation, str] = {
         "Anti-CD38 therapy: CD38 on lymphoblasts may read falsely negative; use a CD38 antibody to"
         " an epitope the drug does not block, and do not classify blasts on CD38."
     ),
+    Recommendation.PASSIVE_ANTIBODY_FROM_IG: (
+        "Immunoglobulin (IVIG/SCIG/RhIG) given recently: antibodies found may be passive, from"
+        " the product. Read a positive with the infusion date; test a pre-infusion sample or"
+        " repeat after the window before calling it the patient's own."
+    ),
+    Recommendation.PRIMARY_IVIG_PROPHYLAXIS: (
+        "Bispecific started with no immunoglobulin given: consider primary IVIG prophylaxis from"
+        " the start of therapy, whatever the IgG level."
+    ),
+    Recommendation.IVIG_REPLACEMENT_REVIEW: (
+        "Low immunoglobulins on anti-CD38 or bispecific therapy: review immunoglobulin"
+        " replacement (IVIG/SCIG)."
+    ),
+    Recommendation.IGG_INCLUDES_PARAPROTEIN: (
+        "Measured IgG includes the patient's IgG M-protein or a therapeutic IgG antibody: the"
+        " functional IgG is lower than the number."
+    ),
+    Recommendation.HBV_SCREEN_BEFORE_FIRST_DOSE: (
+        "Screen for hepatitis B (HBsAg and anti-HBc) before the first anti-CD38 dose; patients"
+        " already on treatment with unknown serology too. Draw it before any IVIG."
+    ),
+    Recommendation.POSITIVE_DAT_MAY_BE_THERAPY: (
+        "Positive DAT on anti-CD38 therapy or after immunoglobulin: the drug or passive antibody"
+        " may coat the cells. Do not call it autoimmune or a transfusion reaction on the DAT"
+        " alone."
+    ),
 }
 
 
@@ -115,6 +177,19 @@ class Alert(BaseModel):
     # MSH-11 of the message that raised it (HL7 table 0103): P production, T training, D
     # debugging. Stored alerts from before it existed read as P.
     processing_id: str = "P"
+    # who acts on it (Audience); delivery channels may be restricted to some audiences
+    audience: Audience = Audience.BLOOD_BANK
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rule_audience(cls, data: Any) -> Any:
+        # an alert stored before audiences existed belongs to its rule's audience
+        if isinstance(data, dict) and "audience" not in data and "rule" in data:
+            try:
+                return {**data, "audience": RULE_AUDIENCE[RuleId(data["rule"])]}
+            except ValueError:
+                return data
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -17,9 +17,10 @@ from lisguard.domain.kb_models import Drug, InterpretationFile
 from lisguard.domain.mentions import DateReader, MedicationContextReader, Negation
 
 # Separator allowed between the words of a multi-word drug name: spaces, hyphens, slashes, "+",
-# "&", commas and the words "and"/"with" ("daratumumab and hyaluronidase-fihj" also matches
-# "DARATUMUMAB-HYALURONIDASE-FIHJ" and "daratumumab/hyaluronidase").
-_NAME_SEP = r"(?:\s*(?:[-/+&,]|\band\b|\bwith\b)\s*|\s+)"
+# "&", commas, parentheses and the words "and"/"with" ("daratumumab and hyaluronidase-fihj" also
+# matches "DARATUMUMAB-HYALURONIDASE-FIHJ" and "daratumumab/hyaluronidase"; "Rho D immune
+# globulin" matches "RHO(D) IMMUNE GLOBULIN").
+_NAME_SEP = r"(?:[\s\-/+&,()]|\band\b|\bwith\b)+"
 _ALIAS_SEP = r"[\s\-]?"
 _WORD = re.compile(r"[a-z0-9]+")
 _LEFT = r"(?<![A-Za-z0-9])"
@@ -27,6 +28,7 @@ _RIGHT = r"(?![A-Za-z0-9])"
 
 NDC_SYSTEMS = frozenset({"NDC", "N4", "NDC11", "NDC10", "HL70396-NDC"})
 RXNORM_SYSTEMS = frozenset({"RXNORM", "RXN", "RX", "RXCUI"})
+CVX_SYSTEMS = frozenset({"CVX", "HL70292"})
 # Systems whose codes are never NDC/HCPCS even when shaped like one.
 _OTHER_SYSTEMS = frozenset({"LN", "LOINC", "SCT", "SNM", "SNOMED", "SNOMEDCT", "ICD10", "I10"})
 
@@ -103,6 +105,7 @@ class DrugMatcher:
         self._ndc: dict[str, Drug] = {}
         self._rxnorm: dict[str, Drug] = {}
         self._hcpcs: dict[str, Drug] = {}
+        self._cvx: dict[str, Drug] = {}
         self._local: dict[str, Drug] = {}
         # (specificity, regex, drug, needs medication context) for every name and alias
         entries: list[tuple[tuple[int, int], str, Drug, bool]] = []
@@ -113,6 +116,7 @@ class DrugMatcher:
                 self._ndc[ndc_key(labeler, product)] = drug
             self._rxnorm.update((c, drug) for c in drug.rxnorm)
             self._hcpcs.update((c.upper(), drug) for c in drug.hcpcs)
+            self._cvx.update((c.lstrip("0") or "0", drug) for c in drug.cvx)
             self._local.update((c.strip().upper(), drug) for c in drug.local_codes)
             for name in drug.names():
                 words = _WORD.findall(name.lower())
@@ -174,6 +178,8 @@ class DrugMatcher:
             return local
         if system in RXNORM_SYSTEMS:
             return self._rxnorm.get(code)
+        if system in CVX_SYSTEMS:  # a bare number: only ever read as CVX when it says so
+            return self._cvx.get(code.lstrip("0") or "0")
         if system not in _OTHER_SYSTEMS:
             # A HCPCS Level II code (J9145) is unmistakable whatever system a feed labels it with.
             hcpcs = self._hcpcs.get(upper)

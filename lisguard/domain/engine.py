@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from lisguard.domain.alerts import Alert, EvidenceItem, alert_id
+from lisguard.domain.alerts import RULE_AUDIENCE, Alert, EvidenceItem, alert_id
 from lisguard.domain.context import Rule, RuleContext
 from lisguard.domain.facts import (
     ClinicalMessage,
@@ -23,6 +23,12 @@ from lisguard.domain.facts import (
     PatientId,
 )
 from lisguard.domain.knowledge import Drug, KnowledgeBase, TestCategory
+from lisguard.domain.lab_values import (
+    HBV_MARKERS,
+    IMMUNOGLOBULINS,
+    immunoglobulin_result,
+    serology_result,
+)
 from lisguard.domain.patient import Exposure, IsotypeStatement, PatientState, RbcTyping
 from lisguard.domain.rules import DEFAULT_RULES
 
@@ -30,6 +36,11 @@ from lisguard.domain.rules import DEFAULT_RULES
 NARRATIVE_TYPES = frozenset({"TX", "ST", "FT"})
 TYPING = frozenset({TestCategory.RBC_PHENOTYPE, TestCategory.RBC_GENOTYPE})
 MPROTEIN = frozenset({TestCategory.IFE, TestCategory.SPEP})
+# An "IgG"/"IgM" observation inside these panels is a reagent or an isotype, not a level.
+NOT_IMMUNOGLOBULIN_PANELS = frozenset(
+    {TestCategory.DAT, TestCategory.IAT_SEROLOGY, TestCategory.IFE, TestCategory.SPEP}
+    | {TestCategory.ID_SEROLOGY}
+)
 # OBX-11 statuses that withdraw a result
 WITHDRAWN = frozenset({"X", "D", "W"})
 # How far a retired identifier's alias chain is followed (A merged into B, B into C, ...).
@@ -195,6 +206,7 @@ def _evaluate(
                     evidence=tuple(draft.evidence),
                     sources=tuple(draft.sources),
                     processing_id=msg.processing_id,
+                    audience=draft.audience or RULE_AUDIENCE[draft.rule],
                 )
             )
     changed = {k: st for k, st in others.items() if st != states.get(k)}
@@ -281,9 +293,35 @@ def _record_pharmacy(ctx: RuleContext, changes: list[StateChange]) -> None:
         ev = EvidenceItem(
             message=msg.key.control_id, location=med.location, text=_codes_text(med), time=when
         )
-        _exposure(ctx, drug, med.action.value, changes).add_point(when, med.action.value, ev)
+        exp = _exposure(ctx, drug, med.action.value, changes)
+        # the same dose resent (a new control id, same time and codes) is not a second dose
+        repeat = any(
+            e.time == ev.time and e.text == ev.text and e.location == ev.location
+            for e in exp.evidence
+        )
+        exp.add_point(when, med.action.value, ev)
+        if med.action is MedicationAction.ADMINISTRATION and not repeat:
+            exp.doses += 1
+            grams = _grams(med.amount, med.amount_units)
+            if grams is not None:
+                exp.grams = round((exp.grams or 0.0) + grams, 3)
         if med.action in (MedicationAction.ORDER, MedicationAction.ADMINISTRATION):
             ctx.new_pharmacy_drugs.append(drug)
+
+
+_GRAMS = {"G": 1.0, "GM": 1.0, "GRAM": 1.0, "GRAMS": 1.0, "MG": 0.001, "KG": 1000.0}
+
+
+def _grams(amount: str, units: str) -> float | None:
+    """RXA-6/RXA-7 as grams, None when the unit is not a mass (mL, vials, mg/kg)."""
+    factor = _GRAMS.get(units.strip().upper())
+    if factor is None:
+        return None
+    try:
+        value = float(amount.strip().replace(",", "."))
+    except ValueError:
+        return None
+    return value * factor if value > 0 else None
 
 
 def _copy(state: PatientState) -> PatientState:
@@ -361,6 +399,10 @@ def _record_lab_findings(ctx: RuleContext, changes: list[StateChange]) -> None:
                 _read_antigens(kb, obs, obs_cats, typing)
             if isotype is None and (obs_cats | cats) & MPROTEIN:
                 isotype = _isotype_in(kb, obs.values, when, control_id)
+            if not order.cancelled:
+                _record_immunoglobulins(ctx, panel_cats, obs, obs_cats, when, changes)
+        if not order.cancelled and cats & HBV_MARKERS:
+            _record_pending_hbv(ctx, order, cats, changes)
         if isotype is None and cats & MPROTEIN:
             isotype = _isotype_in(kb, order.notes, order.time or msg.time, control_id)
         if isotype is not None:
@@ -380,6 +422,48 @@ def _record_lab_findings(ctx: RuleContext, changes: list[StateChange]) -> None:
                 order = replace(order, order_id=number)
         ctx.orders.append(order)
         ctx.order_categories.append(frozenset(cats))
+
+
+def _record_immunoglobulins(
+    ctx: RuleContext,
+    panel_cats: frozenset[TestCategory],
+    obs: Observation,
+    obs_cats: frozenset[TestCategory],
+    when: datetime | None,
+    changes: list[StateChange],
+) -> None:
+    """A quantitative IgG/IgA/IgM, or an HBV marker's result, into the patient's state."""
+    control_id = ctx.message.key.control_id
+    if not panel_cats & NOT_IMMUNOGLOBULIN_PANELS:  # "IgG" in a DAT panel is its reagent
+        for cat, test in IMMUNOGLOBULINS.items():
+            if cat in obs_cats:
+                found = immunoglobulin_result(cat, obs, when, control_id)
+                if found is not None:
+                    ctx.after.add_immunoglobulin(found)
+                    ctx.new_immunoglobulins.append((len(ctx.orders), found))
+                    detail = f"{test} {found.value} {found.units}".strip()
+                    changes.append(StateChange("immunoglobulin", ctx.patient_key, detail))
+    for marker in sorted(obs_cats & HBV_MARKERS):
+        reactive = next((r for r in map(ctx.kb.is_reactive, obs.values) if r is not None), None)
+        ctx.after.add_hbv(serology_result(marker, obs, when, control_id, reactive))
+        changes.append(StateChange("hbv_serology", ctx.patient_key, f"{marker.value} resulted"))
+
+
+def _record_pending_hbv(
+    ctx: RuleContext, order: LabOrder, cats: set[TestCategory], changes: list[StateChange]
+) -> None:
+    """An HBV marker ordered and not resulted in this message: the screen is under way."""
+    resulted: set[TestCategory] = set()
+    for obs in order.observations:
+        if obs.values and obs.status not in WITHDRAWN:
+            cats_of = ctx.kb.categorize(obs.code) | ctx.kb.categorize(obs.alt_code)
+            resulted |= cats_of & HBV_MARKERS
+    when = order.time or ctx.message.time
+    for marker in sorted(cats & HBV_MARKERS - resulted):
+        if any(r.marker == marker.value for r in ctx.after.hbv):
+            continue  # on file already: an order adds nothing
+        ctx.after.add_hbv(serology_result(marker, None, when, ctx.message.key.control_id, None))
+        changes.append(StateChange("hbv_serology", ctx.patient_key, f"{marker.value} ordered"))
 
 
 def _read_antigens(

@@ -78,6 +78,8 @@ class Medication:
     location: str  # segment-field that named the drug, e.g. "RXA-5"
     not_given: bool = False  # RXA-20 completion status RE/NA, or an order cancelled (ORC-1 CA/DC)
     route: str = ""  # RXR-1 / RXE-6 / RXA-... route as written ("SC", "SUBQ^Subcutaneous", "IV")
+    amount: str = ""  # RXA-6 administered amount, as written ("30", "0.4")
+    amount_units: str = ""  # RXA-7 administered units (code, else text: "g", "mg", "mL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,8 @@ class Observation:
     abnormal_flags: tuple[str, ...] = ()
     status: str = ""  # OBX-11
     set_id: str = ""
+    units: str = ""  # OBX-6 (code, else text): "mg/dL", "g/L"
+    reference_range: str = ""  # OBX-7 as written: "700-1600", "7.0 - 16.0 g/L", ">=70"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ A site file (see config/site.example.yaml) is one YAML mapping with any of:
   (``antigens.K: [...]`` adds symbols for K), scalars replaced.
 - ``identity``: which identifiers name one patient (lisguard.domain.identity); each key given
   replaces ours (a later site file's key replaces an earlier one's).
+- ``immunoglobulin``: the immunoglobulin-therapy rules' switches, windows and IgG threshold
+  (kb_models.ImmunoglobulinRules); each key given replaces ours.
 
 Any problem raises KnowledgeBaseError naming the file and the key path.
 """
@@ -34,6 +36,7 @@ from lisguard.domain.kb_models import (
     Drug,
     DrugsFile,
     IdentityRules,
+    ImmunoglobulinRules,
     InterpretationFile,
     TestDefinition,
     TestsFile,
@@ -44,7 +47,9 @@ ADDITIVE = {
     "drugs": frozenset({"local_codes", "context_aliases"}),
     "tests": frozenset({"local_codes", "loinc", "name_patterns", "exclude_patterns"}),
 }
-SITE_KEYS = frozenset({"default_window_months", "drugs", "tests", "interpretation", "identity"})
+SITE_KEYS = frozenset(
+    {"default_window_months", "drugs", "tests", "interpretation", "identity", "immunoglobulin"}
+)
 
 M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", Drug, TestDefinition)
@@ -154,6 +159,7 @@ class Loaded:
         self.tests = tests
         self.interpretation = interpretation
         self.identity = IdentityRules()
+        self.immunoglobulin = ImmunoglobulinRules()
 
 
 def load_base(base_dir: Path) -> Loaded:
@@ -204,6 +210,12 @@ def apply_site(loaded: Loaded, path: Path) -> None:
             raise KnowledgeBaseError(f"{path}: identity: must be a mapping")
         merged = {**loaded.identity.model_dump(), **raw}
         loaded.identity = _validate(IdentityRules, merged, path, "identity")
+    if "immunoglobulin" in data:
+        raw = data["immunoglobulin"]
+        if not isinstance(raw, dict):
+            raise KnowledgeBaseError(f"{path}: immunoglobulin: must be a mapping")
+        merged = {**loaded.immunoglobulin.model_dump(), **raw}
+        loaded.immunoglobulin = _validate(ImmunoglobulinRules, merged, path, "immunoglobulin")
 
 
 def check_drug_codes(loaded: Loaded, where: str) -> None:
@@ -214,6 +226,7 @@ def check_drug_codes(loaded: Loaded, where: str) -> None:
             *(("NDC", ndc_key(*c.split("-")[:2])) for c in drug.ndc),
             *(("RxNorm", c) for c in drug.rxnorm),
             *(("HCPCS", c.upper()) for c in drug.hcpcs),
+            *(("CVX", c) for c in drug.cvx),
             *(("local code", c.strip().upper()) for c in drug.local_codes),
             *(("name", " ".join(re.findall(r"[a-z0-9]+", n.lower()))) for n in drug.names()),
             *(

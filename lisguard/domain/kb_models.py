@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -41,6 +41,17 @@ class TestCategory(StrEnum):
     BLOOD_PRODUCT_ORDER = "blood_product_order"
     # Platelets, plasma, cryoprecipitate: no red cells to crossmatch.
     NON_RBC_PRODUCT = "non_rbc_product"
+    # Quantitative serum immunoglobulins (hypogammaglobulinemia).
+    IGG = "igg"
+    IGA = "iga"
+    IGM = "igm"
+    # HBV serology: the screen before the first anti-CD38 dose is HBsAg + anti-HBc (total).
+    HBSAG = "hbsag"
+    ANTI_HBC = "anti_hbc"
+    ANTI_HBS = "anti_hbs"
+    # Other infectious-disease antibody serology that passive IgG from immunoglobulin products
+    # can make positive (anti-HCV, CMV/EBV/HSV IgG, ...) [KARNA 1994] [HANSON 2020].
+    ID_SEROLOGY = "id_serology"
 
 
 class DrugClass(StrEnum):
@@ -49,6 +60,11 @@ class DrugClass(StrEnum):
     ANTI_SLAMF7 = "anti_slamf7"
     BCMA_BISPECIFIC = "bcma_bispecific"
     GPRC5D_BISPECIFIC = "gprc5d_bispecific"
+    # Immunoglobulin products: pooled human IgG given intravenously or subcutaneously, and
+    # anti-D immune globulin. Their passive antibodies reach every serological test [IG-PI].
+    IVIG = "ivig"
+    SCIG = "scig"
+    RHIG = "rhig"
     OTHER = "other"  # a site-added drug that fits none of the above
 
 
@@ -106,6 +122,13 @@ def check_hcpcs(code: str) -> str:
     return code
 
 
+def check_cvx(code: str) -> str:
+    code = code.strip()
+    if not code.isdigit() or len(code) > 3:
+        raise ValueError(f"{code!r} is not a CVX code (1-3 digits, e.g. 87)")
+    return code
+
+
 def check_text(value: str) -> str:
     value = value.strip()
     if not value:
@@ -118,6 +141,7 @@ Loinc = Annotated[str, AfterValidator(check_loinc)]
 Ndc = Annotated[str, AfterValidator(check_ndc)]
 RxCui = Annotated[str, AfterValidator(check_digits)]
 Hcpcs = Annotated[str, AfterValidator(check_hcpcs)]
+Cvx = Annotated[str, AfterValidator(check_cvx)]
 Text = Annotated[str, AfterValidator(check_text)]
 Ident = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
@@ -147,6 +171,9 @@ class Drug(_Record):
     ndc: list[Ndc] = []
     rxnorm: list[RxCui] = []
     hcpcs: list[Hcpcs] = []
+    # CDC vaccine codes (CVX), read only when the coding system says CVX (HL7 table 0292): an
+    # immunization feed (VXU) sends immune globulin as CVX 86/87.
+    cvx: list[Cvx] = []
     local_codes: list[Text] = []
     isotype: str | None = None
     effects: frozenset[Effect] = frozenset()
@@ -182,8 +209,77 @@ class TestDefinition(_Record):
     # Matched only against the product of a blood product segment (BPO-2, BPX-6/8, BTX-3/5),
     # where "Platelets" is a product, not the platelet count of a CBC.
     blood_product_only: bool = False
+    # The antibody passive IgG from an immunoglobulin product may give in this test ("anti-HBc",
+    # "CMV IgG"): named in the ig-passive-antibody alert.
+    passive_antibody: str | None = None
     sources: list[str] = []
     enabled: bool = True
+
+
+_MASS_UNITS = {"MG/DL": 1.0, "G/L": 100.0, "MG/L": 0.1, "G/DL": 1000.0, "MG/100ML": 1.0}
+_AMOUNT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z/0-9]+)\s*")
+
+
+def mg_dl_factor(unit: str) -> float | None:
+    """The factor that turns a mass concentration in `unit` into mg/dL (g/L x 100, mg/L / 10);
+    None for a unit that is not one of them."""
+    folded = unit.strip().upper().replace(" ", "").replace("GM/", "G/")
+    return _MASS_UNITS.get(folded)
+
+
+class ImmunoglobulinRules(BaseModel):
+    """Site settings of the immunoglobulin-therapy rules (a site file's `immunoglobulin:`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True  # the whole family: the five switches below only act when this is on
+    # months after the last dose of an immunoglobulin product during which a serological test
+    # may carry its passive antibodies: IgG half-life after IVIG is about 3-4 weeks (median
+    # 32.5 days), so 3 months is about three half-lives; test before the infusion or after
+    # [IG-PI] [IVIG-PK] [MEDALG-IVIG]
+    passive_window_months: int = Field(default=3, ge=1, le=24)
+    # a bispecific's first order or dose with no immunoglobulin product given (or ordered) in
+    # this many days before it prompts primary IVIG prophylaxis (seed 001, seed 002)
+    prophylaxis_window_days: int = Field(default=30, ge=1, le=365)
+    # an IgG below this is low: a number and a unit (mg/dL, g/L or mg/L); 400 mg/dL is the
+    # common replacement threshold (a payer criterion, not a guideline: DOMAIN.md)
+    igg_threshold: str = "400 mg/dL"
+    # two IgA and IgM results below their reference ranges count together when drawn within
+    # this many days of each other
+    pair_days: int = Field(default=30, ge=0, le=365)
+    # the markers that make up the HBV screen before the first anti-CD38 dose [ASCO-HBV 2020]
+    hbv_markers: list[Literal["hbsag", "anti_hbc", "anti_hbs"]] = ["hbsag", "anti_hbc"]
+    passive_antibody: bool = True  # ig-passive-antibody
+    prophylaxis: bool = True  # ivig-prophylaxis
+    low_immunoglobulins: bool = True  # hypogammaglobulinemia
+    hbv_screen: bool = True  # baseline-workup's HBV_SCREEN_BEFORE_FIRST_DOSE
+    positive_dat: bool = True  # positive-dat
+
+    @field_validator("igg_threshold")
+    @classmethod
+    def _threshold(cls, value: str) -> str:
+        m = _AMOUNT.fullmatch(value)
+        if m is None or mg_dl_factor(m.group(2)) is None:
+            raise ValueError(f"{value!r} is not an amount in mg/dL, g/L or mg/L (e.g. 400 mg/dL)")
+        return value
+
+    @field_validator("hbv_markers")
+    @classmethod
+    def _markers(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one marker (hbsag, anti_hbc, anti_hbs)")
+        return value
+
+    @property
+    def igg_threshold_mg_dl(self) -> float:
+        m = _AMOUNT.fullmatch(self.igg_threshold)
+        assert m is not None  # validated
+        factor = mg_dl_factor(m.group(2))
+        assert factor is not None
+        return float(m.group(1)) * factor
+
+    def on(self, switch: str) -> bool:
+        return self.enabled and bool(getattr(self, switch))
 
 
 class IdentityRules(BaseModel):

@@ -36,6 +36,7 @@ from lisguard.domain.kb_models import (
     DrugClass,
     Effect,
     IdentityRules,
+    ImmunoglobulinRules,
     InterpretationFile,
     TestCategory,
     TestDefinition,
@@ -75,12 +76,14 @@ class KnowledgeBase:
         tests: dict[str, TestDefinition],
         interpretation: InterpretationFile,
         identity: IdentityRules | None = None,
+        immunoglobulin: ImmunoglobulinRules | None = None,
     ) -> None:
         self.default_window_months = default_window_months
         self.drugs = drugs
         self.tests = tests
         self.interpretation = interpretation
         self.identity = PatientIdentity(identity)
+        self.immunoglobulin = immunoglobulin or ImmunoglobulinRules()
         self._drugs = DrugMatcher(drugs.values(), interpretation)
         self._stand_ins = {d.drug_class: d for d in drugs.values() if d.stands_for_class}
         self._asked: dict[tuple[str, str, str], list[Drug]] = {}
@@ -140,6 +143,10 @@ class KnowledgeBase:
     def is_subcutaneous(self, route: str) -> bool:
         """RXR-1 says subcutaneous ("SC", "SUBQ^Subcutaneous", "SQ")."""
         return self._interpreter.is_subcutaneous(route)
+
+    def drugs_of_class(self, *classes: DrugClass) -> set[str]:
+        """Ids of the enabled drugs of these classes."""
+        return {d.id for d in self.drugs.values() if d.enabled and d.drug_class in classes}
 
     # ------------------------------------------------------------------ tests
     def categorize(self, coded: Coded) -> frozenset[TestCategory]:
@@ -213,4 +220,5 @@ def load_knowledge_base(
         loaded.tests,
         loaded.interpretation,
         loaded.identity,
+        loaded.immunoglobulin,
     )

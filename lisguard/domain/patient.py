@@ -29,6 +29,10 @@ class Exposure(BaseModel):
     planned_start: datetime | None = None  # latest order's planned start
     kinds: list[str] = Field(default_factory=list)  # order, administration, dispense, mention...
     evidence: list[EvidenceItem] = Field(default_factory=list)
+    # administrations (RXA) seen, and their grams added up where the message gave the amount
+    # in a mass unit (immunoglobulin products: passive antibodies are dose-dependent [HANSON 2020])
+    doses: int = 0
+    grams: float | None = None
 
     def add_point(self, when: datetime | None, kind: str, evidence: EvidenceItem) -> None:
         self.first_point = _earliest(self.first_point, when)
@@ -60,6 +64,31 @@ class IsotypeStatement(BaseModel):
     message: str = ""
 
 
+class SerologyResult(BaseModel):
+    """One HBV serology result (HBsAg, anti-HBc, anti-HBs): on file is what the HBV prompt reads."""
+
+    marker: str  # "hbsag" | "anti_hbc" | "anti_hbs" (TestCategory values)
+    time: datetime | None
+    value: str = ""  # the result as written (OBX-5), e.g. "Nonreactive", "12.4"
+    reactive: bool | None = None  # None: the value says neither
+    pending: bool = False  # ordered, not yet resulted: the screen is under way
+    message: str = ""
+
+
+class ImmunoglobulinResult(BaseModel):
+    """The latest quantitative IgG, IgA or IgM."""
+
+    test: str  # "igg" | "iga" | "igm"
+    time: datetime | None
+    value: float
+    units: str = ""  # OBX-6 as written, or the unit read off the reference range
+    mg_dl: float | None = None  # the value in mg/dL, None when the unit is unknown
+    low: float | None = None  # the reference range's lower limit (OBX-7), in `units`
+    flags: list[str] = Field(default_factory=list)  # OBX-8
+    below_range: bool | None = None  # below OBX-7's lower limit (else the flag L/LL)
+    message: str = ""
+
+
 class PatientState(BaseModel):
     key: str  # PatientId.key: "id^authority"
     exposures: dict[str, Exposure] = Field(default_factory=dict)
@@ -75,6 +104,10 @@ class PatientState(BaseModel):
     # "P:<placer>" / "F:<filler>" -> the order number alerts use for that order: an order is one
     # order whichever of its numbers a later message carries.
     order_numbers: dict[str, str] = Field(default_factory=dict)
+    hbv: list[SerologyResult] = Field(default_factory=list)  # earliest and latest per marker
+    immunoglobulins: dict[str, ImmunoglobulinResult] = Field(default_factory=dict)  # latest
+    # when baseline-workup last asked for the HBV screen: it asks once per patient
+    hbv_prompted: datetime | None = None
     updated: datetime | None = None
 
     def first_point(self, drugs: set[str] | None = None) -> datetime | None:
@@ -121,6 +154,29 @@ class PatientState(BaseModel):
             self.isotypes.sort(key=lambda s: s.time or datetime.min)
             del self.isotypes[MAX_RECORDS:]
 
+    def add_hbv(self, result: SerologyResult) -> None:
+        """Keep the earliest and the latest result of each marker (a resulted one replaces the
+        pending order it answers)."""
+        same = [r for r in self.hbv if r.marker == result.marker]
+        if not result.pending:
+            same = [r for r in same if not r.pending]
+        same.append(result)
+        same.sort(key=lambda r: r.time or datetime.min)
+        keep = [same[0], same[-1]] if len(same) > 1 else same
+        self.hbv = [r for r in self.hbv if r.marker != result.marker] + keep
+
+    def hbv_on_file(self, markers: list[str], before: datetime | None = None) -> list[str]:
+        """Of `markers`, those with a result (or an order under way) on file, dated no later
+        than `before` when given (undated ones count)."""
+        found = {r.marker for r in self.hbv if before is None or r.time is None or r.time <= before}
+        return [m for m in markers if m in found]
+
+    def add_immunoglobulin(self, result: ImmunoglobulinResult) -> None:
+        """The latest of each test is what the rules read."""
+        old = self.immunoglobulins.get(result.test)
+        if old is None or old.time is None or result.time is None or result.time >= old.time:
+            self.immunoglobulins[result.test] = result
+
     def absorb(self, other: PatientState) -> None:
         """Merge another identifier's state into this one (ADT merge: this is the survivor)."""
         for drug, exp in other.exposures.items():
@@ -135,6 +191,9 @@ class PatientState(BaseModel):
             mine.last_point = _latest(mine.last_point, exp.last_point)
             mine.last_dose = _latest(mine.last_dose, exp.last_dose)
             mine.planned_start = _latest(mine.planned_start, exp.planned_start)
+            mine.doses += exp.doses
+            if exp.grams is not None:
+                mine.grams = (mine.grams or 0.0) + exp.grams
             for k in exp.kinds:
                 if k not in mine.kinds:
                     mine.kinds.append(k)
@@ -144,6 +203,11 @@ class PatientState(BaseModel):
             self.k_positive = other.k_positive
         for st in other.isotypes:
             self.add_isotype(st)
+        for result in other.hbv:
+            self.add_hbv(result)
+        for ig in other.immunoglobulins.values():
+            self.add_immunoglobulin(ig)
+        self.hbv_prompted = _earliest(self.hbv_prompted, other.hbv_prompted)
         for a in other.alerted:
             if a not in self.alerted:
                 self.alerted.append(a)

@@ -9,10 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from lisguard.domain.alerts import EvidenceItem, Recommendation, RuleId, Severity
-from lisguard.domain.context import ActiveExposure, AlertDraft, Rule, RuleContext
+from lisguard.domain.alerts import Audience, Recommendation, RuleId, Severity
+from lisguard.domain.context import AlertDraft, Rule, RuleContext
 from lisguard.domain.facts import LabOrder
 from lisguard.domain.knowledge import Effect, TestCategory
+from lisguard.domain.rule_text import day, evidence_for, on_text, order_evidence
+from lisguard.domain.rules_ig import (
+    MARKER_NAMES,
+    hbv_screen_due,
+    hypogammaglobulinemia,
+    ig_passive_antibody,
+    ivig_prophylaxis,
+    positive_dat,
+)
 
 R = Recommendation
 ANTI_CD38 = "anti_cd38"
@@ -20,29 +29,56 @@ ANTI_CD47 = "anti_cd47"
 
 
 def baseline_workup(ctx: RuleContext) -> Iterable[AlertDraft]:
-    """First anti-CD38 order/administration, no pre-treatment RBC phenotype/genotype on file."""
+    """First anti-CD38 order/administration: no pre-treatment RBC phenotype/genotype on file
+    (blood bank), or no HBV screen on file before it (clinic, when that is all that is due).
+    A later anti-CD38 order or dose for a patient with no HBV serology on file at all asks for
+    it once (patients already on treatment with unknown serology [MHRA-HBV 2019])."""
     anti_cd38 = {d.id for d in ctx.kb.drugs.values() if d.drug_class == ANTI_CD38}
     new = [d for d in ctx.new_pharmacy_drugs if d.id in anti_cd38]
-    if not new or ctx.before.first_point(anti_cd38) is not None:
-        return
-    if ctx.after.has_pretreatment_typing(ctx.drugs_with(Effect.RBC_SEROLOGY)):
+    if not new:
         return
     drug = new[0]
     exp = ctx.after.exposures[drug.id]
+    first = ctx.before.first_point(anti_cd38) is None
+    typing_due = first and not ctx.after.has_pretreatment_typing(
+        ctx.drugs_with(Effect.RBC_SEROLOGY)
+    )
+    missing = hbv_screen_due(ctx, exp.first_point, first)
+    if not typing_due and not missing:
+        return
+    recs: list[Recommendation] = []
+    parts = []
+    sources = []
+    if typing_due:
+        recs += [R.BASELINE_TYPE_AND_SCREEN, R.PRETREATMENT_PHENOTYPE]
+        parts.append(
+            "no pre-treatment RBC phenotype or genotype on file: draw ABO/RhD, antibody screen"
+            " and extended phenotype before the first dose (genotype if already dosed)"
+        )
+        sources += ["DARZALEX", "ANZSBT", "SURVEY"]
+    if missing:
+        recs.append(R.HBV_SCREEN_BEFORE_FIRST_DOSE)
+        names = " and ".join(MARKER_NAMES[m] for m in missing)
+        when = "before the first dose" if first else "on file (already on treatment)"
+        parts.append(
+            f"no {names} {when}: screen for hepatitis B (reactivation has been reported with"
+            " daratumumab), drawn before any IVIG, whose passive anti-HBc would confuse it"
+        )
+        sources += ["DARZALEX", "MHRA-HBV 2019", "ASCO-HBV 2020"]
+        # asked once per patient: the engine persists `after`, so the next dose knows
+        ctx.after.hbv_prompted = exp.last_point or ctx.message.time or datetime.min
     yield AlertDraft(
         rule=RuleId.BASELINE_WORKUP,
-        order="",  # once per patient
-        severity=Severity.HIGH,
-        recommendations=[R.BASELINE_TYPE_AND_SCREEN, R.PRETREATMENT_PHENOTYPE],
-        text=(
-            f"{drug.name} ordered/given, no pre-treatment RBC phenotype or genotype on file: "
-            "draw ABO/RhD, antibody screen and extended phenotype before the first dose "
-            "(genotype if already dosed)."
-        ),
+        # once per patient; the HBV prompt of a patient already dosed is its own (once too)
+        order="" if first else "HBV",
+        severity=Severity.HIGH if typing_due else Severity.MEDIUM,
+        recommendations=recs,
+        text=f"{drug.name} ordered/given, " + "; ".join(parts) + ".",
         drugs=[drug.id],
-        event_time=exp.first_point,
+        event_time=exp.first_point if first else exp.last_point,
         evidence=list(exp.evidence[-1:]),
-        sources=["DARZALEX", "ANZSBT", "SURVEY"],
+        sources=list(dict.fromkeys(sources)),
+        audience=Audience.BLOOD_BANK if typing_due else Audience.CLINIC,
     )
 
 
@@ -90,10 +126,10 @@ def bb_serology(ctx: RuleContext) -> Iterable[AlertDraft]:
             order=order.order_id,
             severity=Severity.HIGH,
             recommendations=recs,
-            text=f"{_on(active)}: {what}; {'; '.join(advice)}.",
+            text=f"{on_text(active)}: {what}; {'; '.join(advice)}.",
             drugs=[a.drug.id for a in active],
             event_time=when,
-            evidence=_evidence(ctx, order, active),
+            evidence=evidence_for(ctx, order, active),
             sources=sources,
         )
 
@@ -122,10 +158,10 @@ def spep_ife(ctx: RuleContext) -> Iterable[AlertDraft]:
             order=order.order_id,
             severity=Severity.HIGH if igg_kappa else Severity.MEDIUM,
             recommendations=recs,
-            text=f"{_on(active)}: {tail}.",
+            text=f"{on_text(active)}: {tail}.",
             drugs=[a.drug.id for a in active],
             event_time=when,
-            evidence=_evidence(ctx, order, active),
+            evidence=evidence_for(ctx, order, active),
             sources=["DARZALEX", "VANDEDONK 2018", "IMWG-MS 2021"],
         )
 
@@ -157,10 +193,10 @@ def flow_mrd(ctx: RuleContext) -> Iterable[AlertDraft]:
             order=order.order_id,
             severity=Severity.MEDIUM,
             recommendations=[rec],
-            text=f"{_on(active)}: {tail}.",
+            text=f"{on_text(active)}: {tail}.",
             drugs=[a.drug.id for a in active],
             event_time=when,
-            evidence=_evidence(ctx, order, active),
+            evidence=evidence_for(ctx, order, active),
             sources=sources,
         )
 
@@ -185,7 +221,7 @@ def unexplained_panreactivity(ctx: RuleContext) -> Iterable[AlertDraft]:
             + (f" ({past})" if past else "")
             + ": ask pharmacy/clinic about anti-CD38 or anti-CD47 therapy before a full workup.",
             event_time=when,
-            evidence=[_order_evidence(ctx, order)],
+            evidence=[order_evidence(ctx, order)],
             sources=["SURVEY", "DARZALEX"],
         )
 
@@ -196,6 +232,10 @@ DEFAULT_RULES: Sequence[Rule] = (
     spep_ife,
     flow_mrd,
     unexplained_panreactivity,
+    ig_passive_antibody,
+    positive_dat,
+    ivig_prophylaxis,
+    hypogammaglobulinemia,
 )
 
 
@@ -219,45 +259,4 @@ def _past_exposure(ctx: RuleContext, when: datetime | None) -> str:
     if not known:
         return ""
     last = max(known, key=lambda e: e.last_point or datetime.min)
-    return f"{ctx.kb.drugs[last.drug].name} last seen {_day(last.last_point)}, outside the window"
-
-
-def _on(active: list[ActiveExposure]) -> str:
-    parts = [f"{a.drug.name} ({_how(a)}, window to {_day(a.window_end)})" for a in active]
-    return "On " + ", ".join(parts)
-
-
-def _how(a: ActiveExposure) -> str:
-    """What the last exposure point was: a dose is a dose; a mention is not ("last" would read
-    as a dose given)."""
-    if a.last_dose is not None and a.last_dose == a.last_point:
-        return f"last dose {_day(a.last_dose)}"
-    kinds = set(a.kinds)
-    if kinds & {"order", "dispense", "give"}:
-        return f"last ordered/planned {_day(a.last_point)}"
-    if "question" in kinds:
-        return f"stated at order entry {_day(a.last_point)}"
-    return f"mentioned in free text {_day(a.last_point)}"
-
-
-def _day(when: datetime | None) -> str:
-    return when.date().isoformat() if when else "date unknown"
-
-
-def _order_evidence(ctx: RuleContext, order: LabOrder) -> EvidenceItem:
-    svc = order.service
-    return EvidenceItem(
-        message=ctx.message.key.control_id,
-        location=order.service_field,
-        text="^".join(p for p in (svc.code, svc.text, svc.system) if p),
-        time=ctx.order_time(order),
-    )
-
-
-def _evidence(
-    ctx: RuleContext, order: LabOrder, active: list[ActiveExposure]
-) -> list[EvidenceItem]:
-    items = [_order_evidence(ctx, order)]
-    for a in active:
-        items.extend(a.evidence[-2:])
-    return items
+    return f"{ctx.kb.drugs[last.drug].name} last seen {day(last.last_point)}, outside the window"

@@ -226,6 +226,8 @@ def _obx_generic(seg: Segment) -> Observation:
         ),
         status=seg.get(11).strip().upper(),
         set_id=seg.get(1).strip(),
+        units=(seg.get(6, 1).strip() or seg.get(6, 2).strip()),
+        reference_range=seg.get(7).strip(),
     )
 
 
@@ -264,7 +266,15 @@ def _obx_plain(fields: list[str], comp: str) -> Observation:
         abnormal_flags=(first(8).strip(),) if n > 8 and fields[8] else (),
         status=first(11).strip().upper(),
         set_id=first(1).strip(),
+        units=_units(fields[6] if n > 6 else "", comp),
+        reference_range=first(7).strip(),
     )
+
+
+def _units(raw: str, comp: str) -> str:
+    """OBX-6 / RXA-7: the unit's code, else its text."""
+    code, _, rest = raw.partition(comp)
+    return code.strip() or rest.partition(comp)[0].strip()
 
 
 def nte_text(seg: Segment) -> str:
@@ -353,6 +363,10 @@ def to_clinical(msg: Message, identity: PatientIdentity = _DEFAULT_IDENTITY) -> 
             if when is None and action is not MedicationAction.ADMINISTRATION:
                 when = start
             placer, filler = _numbers(orc, None)
+            amount = units = ""
+            if seg.name == "RXA":
+                amount = seg.get(6).strip()
+                units = seg.get(7, 1).strip() or seg.get(7, 2).strip()
             medications.append(
                 Medication(
                     action=action,
@@ -362,6 +376,8 @@ def to_clinical(msg: Message, identity: PatientIdentity = _DEFAULT_IDENTITY) -> 
                     location=location_name,
                     not_given=not_given,
                     route=group.route,
+                    amount=amount,
+                    amount_units=units,
                 )
             )
 

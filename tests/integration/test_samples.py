@@ -56,6 +56,7 @@ def as_expected(alert: Alert) -> dict[str, Any]:
         "message": alert.message,
         "recommendations": sorted(r.value for r in alert.recommendations),
         "severity": alert.severity.value,
+        "audience": alert.audience.value,
     }
     if alert.rule.value != "baseline-workup":
         got["order"] = alert.order

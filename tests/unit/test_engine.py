@@ -121,7 +121,8 @@ def test_panel_with_bare_antigen_names_sets_k_status(kb: KnowledgeBase) -> None:
     )
     state = states[PT.key]
     assert state.k_positive is True
-    assert rules == ["bb-serology:TS1"]  # no baseline: typing on file
+    # no baseline type & screen (typing on file); the HBV screen is still due (for the clinic)
+    assert rules == ["baseline-workup:", "bb-serology:TS1"]
 
 
 def test_bare_k_outside_a_panel_is_potassium(kb: KnowledgeBase) -> None:

@@ -56,6 +56,11 @@ def test_default_directory_loads(kb: KnowledgeBase) -> None:
         "teclistamab",
         "elranatamab",
         "talquetamab",
+        # immunoglobulin products (IVIG, SCIG, RhIG)
+        *("ivig_unspecified", "immune_globulin_im", "privigen", "gammagard_liquid"),
+        *("gammagard_sd", "gamunex_c", "octagam", "flebogamma", "gammaplex", "bivigam"),
+        *("panzyga", "asceniv", "alyglo", "yimmugo", "scig_unspecified", "hizentra"),
+        *("cuvitru", "xembify", "cutaquig", "hyqvia", "rho_d_immune_globulin"),
     }
 
 
@@ -423,7 +428,8 @@ def test_unverified_urine_ife_code_was_dropped(kb: KnowledgeBase) -> None:
         ("K", set()),  # potassium
         ("POTASSIUM", set()),
         ("HIV ANTIBODY SCREEN", set()),
-        ("HEPATITIS C ANTIBODY SCREEN", set()),
+        # not an antibody screen (IAT), but a test passive IgG from IVIG can make positive
+        ("HEPATITIS C ANTIBODY SCREEN", {TestCategory.ID_SEROLOGY}),
         ("HLA ANTIBODY SCREEN", set()),
         ("PLATELET ANTIBODY IDENTIFICATION", set()),
         ("HEPATITIS B E ANTIGEN", set()),
