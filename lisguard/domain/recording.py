@@ -84,12 +84,16 @@ def record_pharmacy(ctx: RuleContext, changes: list[StateChange]) -> None:
             exp.doses += 1
             grams = _grams(med.amount, med.amount_units)
             if grams is not None:
-                exp.grams = round((exp.grams or 0.0) + grams, 3)
+                exp.grams = round((exp.grams or 0.0) + grams, 6)
         if med.action in (MedicationAction.ORDER, MedicationAction.ADMINISTRATION):
             ctx.new_pharmacy_drugs.append(drug)
 
 
-_GRAMS = {"G": 1.0, "GM": 1.0, "GRAM": 1.0, "GRAMS": 1.0, "MG": 0.001, "KG": 1000.0}
+_GRAMS = {
+    **dict.fromkeys(("G", "GM", "GRAM", "GRAMS"), 1.0),
+    **dict.fromkeys(("MG", "MILLIGRAM", "MILLIGRAMS"), 0.001),
+    **dict.fromkeys(("UG", "MCG", "\u00b5G", "MICROGRAM", "MICROGRAMS"), 0.000001),
+}
 
 
 def _grams(amount: str, units: str) -> float | None:
