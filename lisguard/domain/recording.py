@@ -35,10 +35,12 @@ from lisguard.domain.patient import Exposure, IsotypeStatement, RbcTyping
 NARRATIVE_TYPES = frozenset({"TX", "ST", "FT"})
 TYPING = frozenset({TestCategory.RBC_PHENOTYPE, TestCategory.RBC_GENOTYPE})
 MPROTEIN = frozenset({TestCategory.IFE, TestCategory.SPEP})
-# An "IgG"/"IgM" observation inside these panels is a reagent or an isotype, not a level.
+# An "IgG"/"IgM" observation inside these panels is a reagent or a pathogen's antibody, not a
+# level (a DAT's anti-IgG reads "0" or "2+").
+# (A numeric IgG inside an SPEP/IFE panel is a level: many labs report the quantitative
+# immunoglobulins with the electrophoresis.)
 NOT_IMMUNOGLOBULIN_PANELS = frozenset(
-    {TestCategory.DAT, TestCategory.IAT_SEROLOGY, TestCategory.IFE, TestCategory.SPEP}
-    | {TestCategory.ID_SEROLOGY}
+    {TestCategory.DAT, TestCategory.IAT_SEROLOGY, TestCategory.ID_SEROLOGY}
 )
 # OBX-11 statuses that withdraw a result
 WITHDRAWN = frozenset({"X", "D", "W"})

@@ -616,3 +616,20 @@ def test_number(value: str, expected: float | None) -> None:
 )
 def test_reference_low(text: str, low: float | None) -> None:
     assert reference_low(text) == low
+
+
+def test_igg_reported_with_the_electrophoresis_is_a_level(kb: KnowledgeBase) -> None:
+    feed = Feed(kb)
+    feed.send(rxa("B1", "P49", "20260105090000", TECLISTAMAB))
+    spep = lab(
+        "E1",
+        "P49",
+        "20260201080000",
+        "24351-9^Protein electrophoresis panel^LN",
+        obx(1, "33358-3^M-protein^LN", "NM", "0.4", "g/dL"),
+        obx(2, "2465-3^IgG^LN", "NM", "310", "mg/dL", "700-1600", "L"),
+        obx(3, "^Interpretation^L", "TX", "IgG kappa monoclonal protein"),
+    )
+    alerts = feed.send(spep)
+    assert rules_of(alerts) == ["hypogammaglobulinemia"]
+    assert feed.states["P49^HOSP"].immunoglobulins["igg"].below_range is True
