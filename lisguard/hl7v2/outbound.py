@@ -10,7 +10,7 @@ the reference model for outbound HL7; v2.5.1 has no TQ1 trouble).
     OBR  OBR-3 = alert id ^LISGUARD (EI: our application's namespace), OBR-4 = LGALERT^...^99LSG,
          OBR-7 = event time, OBR-25 = F
     NTE  the alert text, then one line per evidence item
-    OBX  rule (ST), severity (ST), one CWE per recommendation with its one-line meaning (and
+    OBX  rule (ST), severity (ST), audience (ST), one CWE per recommendation with its one-line meaning (and
          an NTE repeating the meaning in full), drugs (ST)
 
 Codes of our own (OBR-4, OBX-3, the recommendation CWEs in OBX-5) name the coding system
@@ -96,7 +96,7 @@ def alert_oru(
     obr.obr_1 = "1"
     obr.obr_2 = _text(alert.order)
     obr.obr_3 = f"{alert.id}^{APPLICATION}"
-    obr.obr_4 = f"LGALERT^Anti-CD38 interference alert^{CODE_SYSTEM}"
+    obr.obr_4 = f"LGALERT^Therapy interference alert^{CODE_SYSTEM}"
     if alert.event_time is not None:
         obr.obr_7 = _ts(alert.event_time)
     obr.obr_22 = _ts(created_at)
@@ -111,6 +111,8 @@ def alert_oru(
     observations: list[tuple[str, str, str, str]] = [
         ("ST", "LGRULE^Alert rule", alert.rule.value, ""),
         ("ST", "LGSEVERITY^Alert severity", alert.severity.value, ""),
+        # who acts on it (blood_bank, serology, clinic, ...): a receiver may route on it
+        ("ST", "LGAUDIENCE^Alert audience", alert.audience.value, ""),
     ]
     for rec in alert.recommendations:
         meaning = RECOMMENDATION_TEXT.get(rec, "")
@@ -119,7 +121,8 @@ def alert_oru(
             ("CWE", "LGREC^Recommendation", f"{rec.value}^{short}^{CODE_SYSTEM}", meaning)
         )
     if alert.drugs:
-        observations.append(("ST", "LGDRUG^Anti-CD38 drug", _text(", ".join(alert.drugs)), ""))
+        drugs = _text(", ".join(alert.drugs))
+        observations.append(("ST", "LGDRUG^Drug or immunoglobulin product", drugs, ""))
     sub_ids: dict[str, int] = {}
     for index, (value_type, code, value, note) in enumerate(observations, 1):
         obs = group.add_group("ORU_R01_OBSERVATION")

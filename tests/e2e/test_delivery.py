@@ -365,6 +365,7 @@ async def test_hl7_oru_carries_the_alert(tmp_path: Path) -> None:
     obx = {str(s[3][0][0]): s for s in oru.segments("OBX")}
     assert str(obx["LGRULE"][5]) == "bb-serology"
     assert str(obx["LGSEVERITY"][5]) == "high"
+    assert str(obx["LGAUDIENCE"][5]) == "blood_bank"
     recs = [str(s[5][0][0]) for s in oru.segments("OBX") if str(s[3][0][0]) == "LGREC"]
     assert recs == [r.value for r in screen.recommendations]
     notes = [str(s[3]) for s in oru.segments("NTE")]

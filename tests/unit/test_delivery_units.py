@@ -63,7 +63,7 @@ def test_oru_escapes_delimiters_and_reads_back() -> None:
     theirs = hl7.parse(text)
     assert len(theirs.segment("PID")[3][0]) == 5  # id, -, -, authority, MR
     obx = [s for s in theirs.segments("OBX")]
-    assert [str(s[3][0][0]) for s in obx] == ["LGRULE", "LGSEVERITY", "LGREC", "LGDRUG"]
+    assert [str(s[3][0][0]) for s in obx] == ["LGRULE", "LGSEVERITY", "LGAUDIENCE", "LGREC", "LGDRUG"]
     assert str(obx[2][5][0][0]) == "MASS_SPEC_MPROTEIN"
 
 

@@ -148,7 +148,7 @@ def test_the_oru_declares_utf8_and_a_receiver_decoding_by_msh_18_reads_it() -> N
 def test_our_codes_name_a_table_0396_local_coding_system() -> None:
     oru = hl7.parse(alert_oru(make_alert(), CREATED))
     obr = oru.segment("OBR")
-    assert str(obr[4]) == "LGALERT^Anti-CD38 interference alert^99LSG"
+    assert str(obr[4]) == "LGALERT^Therapy interference alert^99LSG"
     assert str(obr[3]) == f"{make_alert().id}^LISGUARD"  # EI: an application namespace
     for obx in oru.segments("OBX"):
         assert str(obx[3][0][2]) == "99LSG"
