@@ -63,8 +63,10 @@ def test_oru_escapes_delimiters_and_reads_back() -> None:
     theirs = hl7.parse(text)
     assert len(theirs.segment("PID")[3][0]) == 5  # id, -, -, authority, MR
     obx = [s for s in theirs.segments("OBX")]
-    assert [str(s[3][0][0]) for s in obx] == ["LGRULE", "LGSEVERITY", "LGAUDIENCE", "LGREC", "LGDRUG"]
-    assert str(obx[2][5][0][0]) == "MASS_SPEC_MPROTEIN"
+    codes = [str(s[3][0][0]) for s in obx]
+    assert codes == ["LGRULE", "LGSEVERITY", "LGAUDIENCE", "LGREC", "LGDRUG"]
+    assert str(obx[2][5]) == "protein_lab"
+    assert str(obx[3][5][0][0]) == "MASS_SPEC_MPROTEIN"
 
 
 def test_webhook_signature_is_hmac_sha256_of_the_body() -> None:
