@@ -179,6 +179,15 @@ class Alert(BaseModel):
     processing_id: str = "P"
     # who acts on it (Audience); delivery channels may be restricted to some audiences
     audience: Audience = Audience.BLOOD_BANK
+    # the second identifiers (PID-5 "FAMILY, GIVEN", PID-7 ISO date) as lisguard last heard
+    # them: two identifiers before anything is done for a patient (AABB, CAP)
+    patient_name: str = ""
+    birth_date: str = ""
+    # the test the alert is about, as ordered (OBR-4 code and text, or the blood product), and
+    # the specimen's collection time (OBR-7); empty for alerts about a drug order or dose
+    order_code: str = ""
+    order_text: str = ""
+    collected: datetime | None = None
 
     @model_validator(mode="before")
     @classmethod

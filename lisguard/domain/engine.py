@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from lisguard.domain.alerts import RULE_AUDIENCE, Alert, alert_id
 from lisguard.domain.context import Rule, RuleContext
-from lisguard.domain.facts import (
-    ClinicalMessage,
-    PatientId,
-)
+from lisguard.domain.facts import ClinicalMessage, LabOrder, PatientId
 from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.domain.patient import PatientState
 from lisguard.domain.recording import (
@@ -108,6 +106,8 @@ def touches_state(msg: ClinicalMessage, kb: KnowledgeBase) -> bool:
     key = msg.patient.key
     if any(other.key != key for other in (*msg.merged_from, *msg.linked, *msg.unlinked)):
         return True
+    if msg.demographics_update and (msg.patient_name or msg.birth_date):
+        return True  # A08/A31: a known patient's name or date of birth may change
     if any(not med.not_given and drug_of(kb, med) is not None for med in msg.medications):
         return True
     for order in msg.lab_orders:
@@ -160,6 +160,11 @@ def _evaluate(
     record_mentions(ctx, changes)
     record_lab_findings(ctx, changes)
 
+    # a message still using a retired identifier names the person as that record did (often
+    # a temporary "DOE, JANE"): it never renames the survivor
+    if key == msg.patient.key:
+        _record_demographics(msg, found is not None or after != before, after, changes)
+
     # Rules see the record with what its linked records know (A24: one person, two records).
     view = ctx
     linked_keys = {resolve(k, states) for k in after.linked} - {key}
@@ -172,6 +177,7 @@ def _evaluate(
         view = replace(ctx, before=before_view, after=after_view)
 
     patient = PatientId.from_key(key)
+    orders = {o.order_id: o for o in ctx.orders}
     alerts: list[Alert] = []
     for rule in rules:
         for draft in rule(view):
@@ -197,6 +203,9 @@ def _evaluate(
                     sources=tuple(draft.sources),
                     processing_id=msg.processing_id,
                     audience=draft.audience or RULE_AUDIENCE[draft.rule],
+                    patient_name=after.name,
+                    birth_date=after.birth_date,
+                    **_ordered_test(orders.get(draft.order)),
                 )
             )
     changed = {k: st for k, st in others.items() if st != states.get(k)}
@@ -205,6 +214,38 @@ def _evaluate(
             after.updated = msg.time
         changed[key] = after
     return Outcome(changed, alerts, changes)
+
+
+def _ordered_test(order: LabOrder | None) -> dict[str, Any]:
+    """What the alert's order is: the test as ordered (OBR-4 or the blood product) and when
+    the specimen was collected."""
+    if order is None:
+        return {}
+    return {
+        "order_code": order.service.code or order.alt_service.code,
+        "order_text": order.service.text or order.alt_service.text,
+        "collected": order.collected,
+    }
+
+
+def _record_demographics(
+    msg: ClinicalMessage, known: bool, after: PatientState, changes: list[StateChange]
+) -> None:
+    """Name and date of birth from the message's PID, for a patient lisguard keeps (an A08 for
+    anyone else creates no record). An older message never overwrites a newer one's. The audit
+    detail names no value: it is PHI."""
+    if not known or not (msg.patient_name or msg.birth_date):
+        return
+    if after.demographics_time and msg.time and msg.time < after.demographics_time:
+        return
+    new = (msg.patient_name or after.name, msg.birth_date or after.birth_date)
+    if new == (after.name, after.birth_date):
+        return  # unchanged: nothing to write (most messages repeat the same PID)
+    fields = (("name", after.name, new[0]), ("date of birth", after.birth_date, new[1]))
+    what = " and ".join(label for label, old, value in fields if old != value)
+    after.name, after.birth_date = new
+    after.demographics_time = msg.time or after.demographics_time
+    changes.append(StateChange("demographics", after.key, f"{what} recorded"))
 
 
 def _merge(

@@ -117,6 +117,7 @@ class LabOrder:
     # by its structure (OMB^O27, BPS^O29, BTS^O31), whatever its product code says
     blood_product: str = ""
     service_field: str = "OBR-4"  # where `service` was read (BPO-2, BPX-6, ...)
+    collected: datetime | None = None  # OBR-7 specimen collection (observation) time only
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,13 @@ class ClinicalMessage:
     notes: tuple[str, ...] = field(default=())  # translator remarks (e.g. unreadable timestamp)
     # MSH-11.1 (P, T, D; empty reads as P): a test message's facts live apart from production's
     processing_id: str = "P"
+    # the second identifier a person acting for the patient checks: PID-5 (family, given
+    # middle) and PID-7 (date of birth, ISO); "" when the message has none
+    patient_name: str = ""
+    birth_date: str = ""
+    # an ADT whose purpose is to update who the patient is (A08, A31): it changes the name and
+    # date of birth lisguard keeps for a patient it already knows
+    demographics_update: bool = False
 
     @property
     def test(self) -> bool:

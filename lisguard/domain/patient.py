@@ -91,6 +91,11 @@ class ImmunoglobulinResult(BaseModel):
 
 class PatientState(BaseModel):
     key: str  # PatientId.key: "id^authority"
+    # the second identifiers (PID-5, PID-7) from the latest message that gave them: what a
+    # person checks before acting for the patient
+    name: str = ""
+    birth_date: str = ""  # ISO date
+    demographics_time: datetime | None = None  # MSH-7 of the message they came from
     exposures: dict[str, Exposure] = Field(default_factory=dict)
     typings: list[RbcTyping] = Field(default_factory=list)
     k_positive: bool | None = None  # K (KEL1) antigen status, None when unknown
@@ -211,6 +216,9 @@ class PatientState(BaseModel):
         for a in other.alerted:
             if a not in self.alerted:
                 self.alerted.append(a)
+        if not self.name and not self.birth_date:
+            self.name, self.birth_date = other.name, other.birth_date
+            self.demographics_time = other.demographics_time
         for key in [other.key, *other.merged_from]:
             if key not in self.merged_from and key != self.key:
                 self.merged_from.append(key)

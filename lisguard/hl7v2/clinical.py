@@ -32,6 +32,8 @@ NOT_GIVEN_STATUS = frozenset({"RE", "NA"})
 MERGE_TRIGGERS = frozenset({"A18", "A30", "A34", "A36", "A39", "A40", "A47"})
 # ADT triggers whose second PID names a record linked to (A24) or unlinked from (A37) the first.
 LINK_TRIGGER, UNLINK_TRIGGER = "A24", "A37"
+# ADT triggers that update a patient's demographics (name, date of birth).
+DEMOGRAPHIC_TRIGGERS = frozenset({"A08", "A31"})
 RESULT_MESSAGES = frozenset({"ORU", "OUL", "ORL"})
 TEXT_VALUE_TYPES = frozenset({"ST", "TX", "FT"})
 CODED_VALUE_TYPES = frozenset({"CE", "CWE", "CNE", "CF"})
@@ -156,6 +158,21 @@ def patient_id(
         for i in range(1, len(seg.repetitions(fld)) + 1)
     ]
     return identity.patient(reps)
+
+
+def pid_name(seg: Segment) -> str:
+    """PID-5 (XPN), first repetition: "FAMILY, GIVEN MIDDLE" (suffix kept after the middle)."""
+    family = seg.get(5, 1).strip()
+    given = " ".join(p for p in (seg.get(5, 2).strip(), seg.get(5, 3).strip()) if p)
+    suffix = seg.get(5, 4).strip()
+    name = f"{family}, {given}" if family and given else family or given
+    return f"{name} {suffix}".strip() if suffix else name
+
+
+def pid_birth_date(seg: Segment) -> str:
+    """PID-7 as an ISO date ("1950-03-02"); "" when absent or unreadable."""
+    when = parse_ts(seg.get(7))
+    return when.date().isoformat() if when is not None else ""
 
 
 def pid_patient(seg: Segment, identity: PatientIdentity = _DEFAULT_IDENTITY) -> PatientId | None:
@@ -290,6 +307,7 @@ def to_clinical(msg: Message, identity: PatientIdentity = _DEFAULT_IDENTITY) -> 
     msg_time = parse_ts(msh.get(7))
     family, _, trigger = msg.message_type.partition("^")
     patient: PatientId | None = None
+    person_name = birth_date = ""
     location = ""
     merged: list[PatientId] = []
     others: list[PatientId] = []  # the second PID of an A24/A37
@@ -317,6 +335,7 @@ def to_clinical(msg: Message, identity: PatientIdentity = _DEFAULT_IDENTITY) -> 
             cancelled = control in CANCELLED_CONTROLS
             clinical_info = ""
             where = f"{seg.name}-{fld}"
+            collected = None
         else:
             service, alt_service = coded_pair(seg, 4)
             placer, filler = _numbers(seg, orc)
@@ -324,6 +343,7 @@ def to_clinical(msg: Message, identity: PatientIdentity = _DEFAULT_IDENTITY) -> 
             cancelled = control in CANCELLED_CONTROLS or seg.get(25).strip().upper() == "X"
             clinical_info = seg.get(13).strip()
             where = "OBR-4"
+            collected = parse_ts(seg.get(7))
         if when is None and orc is not None:
             when = parse_ts(orc.get(9))
         labs.append(
@@ -341,6 +361,7 @@ def to_clinical(msg: Message, identity: PatientIdentity = _DEFAULT_IDENTITY) -> 
                 filler=filler,
                 blood_product=open_lab.stage,
                 service_field=where,
+                collected=collected,
             )
         )
         open_lab = None
@@ -387,6 +408,7 @@ def to_clinical(msg: Message, identity: PatientIdentity = _DEFAULT_IDENTITY) -> 
             found = pid_patient(seg, identity)
             if patient is None or trigger not in (LINK_TRIGGER, UNLINK_TRIGGER):
                 patient = found
+                person_name, birth_date = pid_name(seg), pid_birth_date(seg)
             elif found is not None:
                 others.append(found)
         elif name == "PV1":
@@ -458,4 +480,7 @@ def to_clinical(msg: Message, identity: PatientIdentity = _DEFAULT_IDENTITY) -> 
         unlinked=tuple(others) if trigger == UNLINK_TRIGGER else (),
         # required by HL7; senders that leave it empty are taken for production, as before
         processing_id=msg.processing_id or "P",
+        patient_name=person_name,
+        birth_date=birth_date,
+        demographics_update=family == "ADT" and trigger in DEMOGRAPHIC_TRIGGERS,
     )

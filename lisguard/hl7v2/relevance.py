@@ -16,7 +16,9 @@ Why it never says "no" wrongly: `touches_state` is true only for
    scanned with the same `mentions`; an OBX of a text type (TX/ST/FT) says "maybe" outright;
 5. an order question about a drug: an OBX whose OBX-3 names one (`drugs_asked_about`);
 6. a blood product order, dispense or transfusion: any BPO, BPX or BTX says "maybe";
-7. a link or unlink (A24/A37): a second PID says "maybe".
+7. a link or unlink (A24/A37): a second PID says "maybe";
+8. a demographics update (ADT A08/A31) with a PID: "maybe" (a known patient's name or date of
+   birth may change).
 tests/integration/test_relevance.py checks the implication on every sample, corpus and benchmark
 message and on generated ones.
 """
@@ -27,6 +29,7 @@ from lisguard.domain.engine import NARRATIVE_TYPES, drug_of_codes
 from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.hl7v2.clinical import (
     BLOOD_PRODUCT,
+    DEMOGRAPHIC_TRIGGERS,
     PHARMACY,
     TEXT_VALUE_TYPES,
     coded_pair,
@@ -59,6 +62,8 @@ class Relevance:
         """False only when `touches_state(to_clinical(message), kb)` is certainly False."""
         kb = self.kb
         categorize = kb.categorize
+        family, _, trigger = message.message_type.partition("^")
+        demographics = family == "ADT" and trigger in DEMOGRAPHIC_TRIGGERS
         pids = 0
         for seg in message.segments[1:]:
             name = seg.name
@@ -95,7 +100,7 @@ class Relevance:
                 return True
             elif name == "PID":
                 pids += 1
-                if pids > 1:
+                if pids > 1 or demographics:
                     return True
         return False
 
