@@ -119,7 +119,8 @@ class RuleContext:
             if exp.last_dose is None:
                 continue
             end = add_months(exp.last_dose, months)
-            first = exp.first_point or exp.last_dose
+            # from the first dose: an order or a mention before it puts nothing in the blood
+            first = exp.first_dose or exp.last_dose
             if when is not None and not (first <= when <= end):
                 continue
             found.append(_active(drug, exp, exp.last_dose, end))

@@ -26,6 +26,7 @@ class Exposure(BaseModel):
     first_point: datetime | None = None  # earliest dated dose / planned start / mention
     last_point: datetime | None = None  # latest of them: the window runs from here
     last_dose: datetime | None = None  # latest administration (RXA)
+    first_dose: datetime | None = None  # earliest administration (RXA)
     planned_start: datetime | None = None  # latest order's planned start
     kinds: list[str] = Field(default_factory=list)  # order, administration, dispense, mention...
     evidence: list[EvidenceItem] = Field(default_factory=list)
@@ -39,6 +40,7 @@ class Exposure(BaseModel):
         self.last_point = _latest(self.last_point, when)
         if kind == "administration":
             self.last_dose = _latest(self.last_dose, when)
+            self.first_dose = _earliest(self.first_dose, when)
         elif kind in ("order", "dispense", "give"):
             self.planned_start = _latest(self.planned_start, when)
         if kind not in self.kinds:
@@ -195,6 +197,7 @@ class PatientState(BaseModel):
             mine.first_point = _earliest(mine.first_point, exp.first_point)
             mine.last_point = _latest(mine.last_point, exp.last_point)
             mine.last_dose = _latest(mine.last_dose, exp.last_dose)
+            mine.first_dose = _earliest(mine.first_dose, exp.first_dose)
             mine.planned_start = _latest(mine.planned_start, exp.planned_start)
             mine.doses += exp.doses
             if exp.grams is not None:

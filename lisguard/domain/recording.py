@@ -87,8 +87,9 @@ def record_pharmacy(ctx: RuleContext, changes: list[StateChange]) -> None:
             grams = _grams(med.amount, med.amount_units)
             if grams is not None:
                 exp.grams = round((exp.grams or 0.0) + grams, 6)
-        if med.action in (MedicationAction.ORDER, MedicationAction.ADMINISTRATION):
-            ctx.new_pharmacy_drugs.append(drug)
+        # every pharmacy step starts a course: a dispense (RXD) or give (RXG) may come before
+        # the first order the feed carries, and must not make the first dose look like a later one
+        ctx.new_pharmacy_drugs.append(drug)
 
 
 _GRAMS = {

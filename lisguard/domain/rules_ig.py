@@ -64,7 +64,7 @@ def ig_passive_antibody(ctx: RuleContext) -> Iterable[AlertDraft]:
             text = (
                 f"{given}: passive {antibodies} from the product may give a positive antibody"
                 " screen or DAT, or an incompatible crossmatch; read a new antibody with the"
-                " infusion date before calling it the patient's own."
+                " date the product was given before calling it the patient's own."
             )
             audience, sources_cited = Audience.BLOOD_BANK, ["IG-PI", "CLINCHEM 2023"]
             if not pooled:
@@ -241,7 +241,8 @@ def _given(sources: list[ActiveExposure]) -> str:
     for s in sources:
         amount = f"{s.doses} dose{'s' if s.doses != 1 else ''}"
         if s.grams:
-            amount += f", {s.grams:g} g"
+            # RhIG is dosed in micrograms (300 ug), IVIG in grams
+            amount += f", {s.grams:g} g" if s.grams >= 0.1 else f", {s.grams * 1e6:g} ug"
         parts.append(
             f"{s.drug.name} last given {day(s.last_dose)} ({amount}; window to {day(s.window_end)})"
         )

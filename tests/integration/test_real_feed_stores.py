@@ -22,6 +22,13 @@ SCENARIOS = [
     "21-merge-alias-and-link",
     "22-blood-product-orders",
     "28-placer-filler-one-alert",
+    # immunoglobulin therapy: doses, grams, HBV serology and IgG levels in state on every store
+    "30-ig-passive-blood-bank",
+    "31-ig-passive-serology",
+    "32-positive-dat",
+    "33-bispecific-prophylaxis",
+    "34-low-igg",
+    "35-hbv-before-first-dose",
 ]
 
 

@@ -633,3 +633,72 @@ def test_igg_reported_with_the_electrophoresis_is_a_level(kb: KnowledgeBase) -> 
     alerts = feed.send(spep)
     assert rules_of(alerts) == ["hypogammaglobulinemia"]
     assert feed.states["P49^HOSP"].immunoglobulins["igg"].below_range is True
+
+
+def test_a_sample_drawn_before_the_first_dose_is_not_passive(kb: KnowledgeBase) -> None:
+    feed = Feed(kb)
+    feed.send(order("O1", "P70", "20260225100000", PRIVIGEN))  # planned for 03-01
+    feed.send(rxa("A1", "P70", "20260310100000", PRIVIGEN, "30", "g"))
+    drawn_before = lab(
+        "S1", "P70", "20260305080000", "^CMV IgG^L", obx(1, "^CMV IgG^L", "ST", "Pos")
+    )
+    assert feed.send(drawn_before) == []
+    after = lab("S2", "P70", "20260312080000", "^CMV IgG^L", obx(1, "^CMV IgG^L", "ST", "Pos"))
+    assert rules_of(feed.send(after)) == ["ig-passive-antibody"]
+
+
+def dispense(cid: str, pid: str, when: str, drug: str) -> str:
+    return hl7(
+        cid,
+        when,
+        "RDS^O13",
+        f"PID|1||{pid}^^^HOSP^MR",
+        f"ORC|RE|RX-{cid}",
+        f"RXD|1|{drug}|{when}|1|EA",
+    )
+
+
+def test_a_dispense_before_the_first_dose_starts_the_course(kb: KnowledgeBase) -> None:
+    feed = Feed(kb)
+    assert rules_of(feed.send(dispense("X1", "P71", "20260104090000", TECLISTAMAB))) == [
+        "ivig-prophylaxis"
+    ]
+    assert feed.send(rxa("B1", "P71", "20260105090000", TECLISTAMAB)) == []
+    first = feed.send(dispense("X2", "P72", "20260104090000", DARA))
+    assert [a.recommendations for a in first] == [
+        (R.BASELINE_TYPE_AND_SCREEN, R.PRETREATMENT_PHENOTYPE, R.HBV_SCREEN_BEFORE_FIRST_DOSE)
+    ]
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        "Baseline type and screen pre-daratumumab",
+        "Baseline before starting daratumumab",
+        "Planned daratumumab next week",
+        "Baseline prior to first dose of teclistamab",
+    ],
+)
+def test_a_note_about_therapy_still_to_come_is_no_exposure(kb: KnowledgeBase, note: str) -> None:
+    feed = Feed(kb)
+    text = hl7(
+        "N1",
+        "20260102080000",
+        "ORM^O01",
+        "PID|1||P73^^^HOSP^MR",
+        "ORC|NW|BB1",
+        f"OBR|1|BB1||{SCREEN}|||20260102080000||||||{note}",
+    )
+    assert feed.send(text) == []
+    assert feed.states.get("P73^HOSP") is None or not feed.states["P73^HOSP"].exposures
+    # and the first order then gets its first-dose prompts
+    first = feed.send(order("O1", "P73", "20260105090000", DARA))
+    prophylaxis = feed.send(order("O2", "P73", "20260105090000", TECLISTAMAB))
+    assert rules_of(first) == ["baseline-workup"] and first[0].order == ""
+    assert rules_of(prophylaxis) == ["ivig-prophylaxis"]
+
+
+def test_pre_transfusion_testing_for_a_treated_patient_still_counts(kb: KnowledgeBase) -> None:
+    assert [m.drug.id for m in kb.mentions("Pre-transfusion testing for daratumumab patient")] == [
+        "daratumumab_iv"
+    ]
