@@ -3,13 +3,14 @@ PostgreSQL grants."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 from lisguard.domain.audit_anchor import AnchorError, AuditKeys, anchor_line
 from lisguard.keys import InstallKey, InstallKeyError, load_install_key, write_key_file
-from lisguard.settings import Settings
+from lisguard.settings import Settings, redact_url
 from lisguard.store import open_store
 from lisguard.store.access import ROLES
 from lisguard.store.audit_chain import AnchorFile, AnchorRefused, anchor_now, verify_audit_log
@@ -34,11 +35,45 @@ def audit_keys(settings: Settings, *, create: bool = True) -> AuditKeys:
     return AuditKeys.of(load_install_key(settings.security, create=create))
 
 
+def require_database(settings: Settings, url: str | None = None) -> str:
+    """The store URL an admin command opens (`url`, else store.url), once its SQLite file is
+    known to exist. These commands administer an installation: opening a missing SQLite file
+    would create a new, empty database (and an install key) wherever the command happens to
+    run, since a relative path is taken from the current directory. Only `lisguard serve`
+    creates the database. PostgreSQL databases are never created by opening them."""
+    setting = "store.url" if url is None else "retention.store_url"
+    url = url or settings.store.url.get_secret_value()
+    from lisguard.store.sqlite import SqliteStore
+
+    try:
+        store = open_store(url)  # not opened: only reads the URL
+    except ValueError as exc:
+        raise StoreError(f"{setting}: {exc}") from exc
+    if not isinstance(store, SqliteStore) or store.path.is_file():
+        return url
+    looked_at = Path(os.path.abspath(store.path))
+    if store.path.is_absolute():
+        where = f"{setting} {redact_url(url)} names it"
+    else:
+        where = (
+            f"{setting} {redact_url(url)} is a relative path, taken from the current directory"
+            f" ({Path.cwd()}), not from where the settings file is"
+        )
+    raise StoreError(
+        f"no lisguard database at {looked_at} ({where}). This command administers an"
+        " existing installation and does not create one: run it from the installation's"
+        " directory, or pass --config with the installation's settings file (or set"
+        " LISGUARD_STORE__URL=sqlite:////absolute/path/to/lisguard.db); for a new"
+        " installation, start `lisguard serve` once, which creates the database"
+    )
+
+
 async def _opened(settings: Settings, url: str | None = None, *, create_key: bool = True) -> Store:
+    url = require_database(settings, url)  # before the key: nothing is created for nothing
     # every store that may write an audit event is keyed: a plain event after keyed ones
     # would break the chain
     keys = audit_keys(settings, create=create_key)
-    store = open_store(url or settings.store.url.get_secret_value(), audit_key=keys.chain)
+    store = open_store(url, audit_key=keys.chain)
     await store.open()
     return store
 
@@ -84,6 +119,7 @@ async def token_revoke(settings: Settings, token_id: int, out: TextIO) -> int:
 async def audit_verify(settings: Settings, out: TextIO, *, anchor_file: Path | None = None) -> int:
     """Exit 0 when the audit chain is intact (keyed hashes, links, and the last anchor in the
     anchor file still holding), 1 with the places where it is not."""
+    require_database(settings)
     keys = audit_keys(settings, create=False)
     anchors = AnchorFile(anchor_file or settings.audit.anchor_file)
     store = await _opened(settings, create_key=False)
@@ -105,6 +141,7 @@ async def audit_verify(settings: Settings, out: TextIO, *, anchor_file: Path | N
 async def audit_anchor(settings: Settings, out: TextIO, *, to: str | None = None) -> int:
     """Sign the chain's head and append it to `to` (default audit.anchor_file; "-": print it
     instead). Exit 1, anchoring nothing, when the chain since the last anchor is broken."""
+    require_database(settings)
     keys = audit_keys(settings, create=False)
     anchors = AnchorFile(settings.audit.anchor_file)
     target = AnchorFile(Path(to)) if to not in (None, "-") else anchors

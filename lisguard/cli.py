@@ -39,8 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_cfg.add_argument("--config", type=Path)
 
     p_send = sub.add_parser("send", help="send HL7 files to an MLLP listener; print the ACKs")
-    p_send.add_argument("--host", default="127.0.0.1")
-    p_send.add_argument("--port", type=int, default=2575)
+    p_send.add_argument(
+        "--config", type=Path, help="YAML settings file: send to its mllp.host/mllp.port"
+    )
+    p_send.add_argument(
+        "--host", help="default: mllp.host from the settings (all interfaces: this machine)"
+    )
+    p_send.add_argument("--port", type=int, help="default: mllp.port from the settings (2575)")
     p_send.add_argument("--timeout", type=float, default=30.0)
     p_send.add_argument("--tls", action="store_true", help="connect with TLS")
     p_send.add_argument("--ca-file", type=Path, help="CA to verify the server with")
@@ -127,8 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         if args.command == "send":
+            # the listener the settings configure (file, then LISGUARD_MLLP__*), unless told
+            host = _connect_host(settings.mllp.host) if args.host is None else args.host
+            port = settings.mllp.port if args.port is None else args.port
             return asyncio.run(
-                app.send(args.files, args.host, args.port, args.timeout, args.tls, args.ca_file)
+                app.send(args.files, host, port, args.timeout, args.tls, args.ca_file)
             )
     except (
         FileNotFoundError,
@@ -145,6 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def _connect_host(listen_host: str) -> str:
+    """Where to reach a listener bound to `listen_host`: a wildcard (all interfaces) is
+    reached on this machine's loopback."""
+    if listen_host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if listen_host == "::":
+        return "::1"
+    return listen_host
 
 
 def _check_config(path: Path | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -9,15 +10,29 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from lisguard.app import Service
+from lisguard.store.sqlite import SqliteStore
 from lisguard.transport.mllp import MllpClient
 from tests.conftest import ServiceFactory
 
 BIN = str(Path(sys.executable).parent / "lisguard")
 
 
+def installed(db: Path) -> None:
+    """An installation's database, as `lisguard serve` creates it at first start: the admin
+    commands administer one and refuse to create it (tests/e2e/test_cli_faults.py)."""
+
+    async def create() -> None:
+        store = SqliteStore(db)
+        await store.open()
+        await store.close()
+
+    if not db.exists():
+        asyncio.run(create())
+
+
 def run(db: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    installed(db)
     env = {
         **os.environ,
         "LISGUARD_STORE__URL": f"sqlite:///{db}",

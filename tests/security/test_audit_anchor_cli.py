@@ -12,16 +12,30 @@ import sys
 from pathlib import Path
 
 import aiohttp
-
 from lisguard.app import Service
 from lisguard.store.audit_chain import anchor_now, verify_audit_log
+from lisguard.store.sqlite import SqliteStore
 from tests.conftest import ServiceFactory
 from tests.security.audit_tools import T0, write_events
 
 BIN = str(Path(sys.executable).parent / "lisguard")
 
 
+def installed(db: Path) -> None:
+    """An installation's database, as `lisguard serve` creates it at first start: the admin
+    commands administer one and refuse to create it (tests/e2e/test_cli_faults.py)."""
+
+    async def create() -> None:
+        store = SqliteStore(db)
+        await store.open()
+        await store.close()
+
+    if not db.exists():
+        asyncio.run(create())
+
+
 def run(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    installed(tmp / "lg.db")
     env = {
         **os.environ,
         "LISGUARD_STORE__URL": f"sqlite:///{tmp / 'lg.db'}",
