@@ -10,8 +10,8 @@ the reference model for outbound HL7; v2.5.1 has no TQ1 trouble).
     OBR  OBR-3 = alert id ^LISGUARD (EI: our application's namespace), OBR-4 = LGALERT^...^99LSG,
          OBR-7 = event time, OBR-25 = F
     NTE  the alert text, then one line per evidence item
-    OBX  rule (ST), severity (ST), audience (ST), one CWE per recommendation with its one-line meaning (and
-         an NTE repeating the meaning in full), drugs (ST)
+    OBX  rule (ST), severity (ST), audience (ST), one CWE per recommendation with its one-line
+         meaning (and an NTE repeating the meaning in full), drugs (ST)
 
 Codes of our own (OBR-4, OBX-3, the recommendation CWEs in OBX-5) name the coding system
 `99LSG`: HL7 table 0396's form for a locally defined system ("99zzz"), which a receiver can map
