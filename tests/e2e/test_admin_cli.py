@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from lisguard.app import Service
 from lisguard.store.sqlite import SqliteStore
 from lisguard.transport.mllp import MllpClient

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+
 from lisguard.app import Service
 from lisguard.store.audit_chain import anchor_now, verify_audit_log
 from lisguard.store.sqlite import SqliteStore
