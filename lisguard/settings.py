@@ -19,6 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from lisguard.domain.alerts import Audience
+
 
 def is_loopback(host: str) -> bool:
     """Whether a listen address reaches this machine only."""
@@ -214,7 +216,27 @@ class RetrySettings(BaseModel):
     max_attempts: int = Field(default=0, ge=0)
 
 
-class WebhookSettings(BaseModel):
+class ChannelRestriction(BaseModel):
+    """Which lead alerts a delivery channel takes (lisguard.alerting.routing.ChannelRoute)."""
+
+    # only alerts of these audiences, e.g. [clinic] for the clinic's receiver; empty: every one
+    audiences: list[Audience] = Field(default_factory=list)
+    # only alerts whose location (PV1-3 point of care, as stored) is one of these, compared
+    # after strip and case-insensitively, e.g. [4W, ONC]; empty: every location (an alert
+    # without a location goes only to channels with no list)
+    locations: list[str] = Field(default_factory=list)
+
+    @field_validator("locations")
+    @classmethod
+    def _named_locations(cls, values: list[str]) -> list[str]:
+        stripped = [v.strip() for v in values]
+        if any(not v for v in stripped):
+            # one reader takes [""] for "alerts without a location", another for "all": refuse it
+            raise ValueError("locations: an entry is empty (leave the list empty for all)")
+        return stripped
+
+
+class WebhookSettings(ChannelRestriction):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
@@ -227,7 +249,7 @@ class WebhookSettings(BaseModel):
     test_alerts: bool = False
 
 
-class Hl7OutboundSettings(BaseModel):
+class Hl7OutboundSettings(ChannelRestriction):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False

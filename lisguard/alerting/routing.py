@@ -6,12 +6,18 @@
    raised within the collapse window: the alert is stored with status `collapsed`, linked to
    that lead, whose count goes up. The queue and the delivery channels show only leads, so a
    patient whose type & screen is ordered four times a day raises one alert "x4", not four.
-3. Otherwise it is a lead: one outbox row per enabled delivery channel, in the same
-   transaction, so a crash or a down receiver cannot lose the delivery.
+3. Otherwise it is a lead: one outbox row per enabled delivery channel that admits it
+   (`ChannelRoute.admits`), in the same transaction, so a crash or a down receiver cannot lose
+   the delivery. A lead no channel admits is still stored and queued: the page shows it.
+
+A channel may be restricted to some audiences (`Alert.audience`: the clinic's receiver takes
+clinic prompts, the bench's pager blood bank alerts) and to some locations (the alert's PV1-3
+point of care, compared after strip and case-insensitively; an alert without a location goes
+only to channels without a location list). Empty means every audience / every location.
 
 An alert of a test message (MSH-11 T/D, `alert.test`) gets outbox rows only on the channels a
-site marked as taking test alerts (`test_channels`), and collapses only into a test lead of
-the same processing id: a real alert never disappears into a test one, nor the reverse.
+site marked as taking test alerts (`ChannelRoute.test_alerts`), and collapses only into a test
+lead of the same processing id: a real alert never disappears into a test one, nor the reverse.
 
 The collapse window is measured from the lead's creation, not slid by each repeat: a patient who
 keeps being tested is re-alerted at least once per window.
@@ -24,18 +30,55 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from lisguard.domain.alerts import Alert
+from lisguard.domain.alerts import Alert, Audience
 from lisguard.store.base import AuditEvent
 from lisguard.store.desk import DeskStore
 
 DEFAULT_COLLAPSE_WINDOW = timedelta(hours=12)
 
 
+def same_location(location: str) -> str:
+    """A location as a channel's list is compared with it: stripped, case-folded."""
+    return location.strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRoute:
+    """One outbox channel and the lead alerts it takes."""
+
+    name: str  # outbox channel: "webhook", "hl7"
+    audiences: frozenset[Audience] = frozenset()  # empty: every audience
+    # PV1-3 points of care (kept as same_location gives them); empty: every location
+    locations: frozenset[str] = frozenset()
+    test_alerts: bool = False  # also alerts of test messages (MSH-11 T/D)
+
+    def __post_init__(self) -> None:  # any iterables in; audiences may be given as values
+        audiences = frozenset(Audience(a) for a in self.audiences)
+        locations = frozenset(same_location(x) for x in self.locations) - {""}
+        object.__setattr__(self, "audiences", audiences)
+        object.__setattr__(self, "locations", locations)
+
+    def admits(self, alert: Alert) -> bool:
+        if alert.test and not self.test_alerts:
+            return False  # never to a production receiver: it would act on it as real
+        if self.audiences and alert.audience not in self.audiences:
+            return False
+        return not self.locations or same_location(alert.location) in self.locations
+
+
 @dataclass(frozen=True)
 class AlertRouting:
-    channels: tuple[str, ...] = ()  # outbox channels to fill for each lead alert
+    # outbox channels a lead alert may get a row on, each with what it admits
+    channels: tuple[ChannelRoute, ...] = ()
     collapse_window: timedelta = DEFAULT_COLLAPSE_WINDOW  # zero: never collapse
-    test_channels: tuple[str, ...] = ()  # of `channels`, those that also take test alerts
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.channels)
+
+    def channels_for(self, alert: Alert) -> tuple[str, ...]:
+        """The channels whose restriction admits this (lead) alert."""
+        return tuple(c.name for c in self.channels if c.admits(alert))
 
     async def route(
         self, desk: DeskStore, tx: Any, alerts: Sequence[Alert], now: datetime
@@ -56,9 +99,7 @@ class AlertRouting:
                 detail = {"rule": rule, "patient": alert.patient_key, "lead": lead, "count": count}
                 events.append(AuditEvent("alert.collapsed", now, subject=alert.id, detail=detail))
                 continue
-            channels = self.channels
-            if alert.test:  # never to a production receiver: it would act on it as real
-                channels = tuple(c for c in channels if c in self.test_channels)
+            channels = self.channels_for(alert)
             if channels:
                 await desk.add_outbox(tx, alert.id, channels, now)
         return events

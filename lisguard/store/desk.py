@@ -99,6 +99,9 @@ class AlertQuery:
     statuses: tuple[str, ...] = ()  # empty: any
     rule: str | None = None
     location: str | None = None  # PV1-3 as the alert carries it
+    # Audience values (lisguard.domain.alerts.Audience), any of them; empty: any. An alert
+    # stored before audiences existed has its rule's (RULE_AUDIENCE)
+    audiences: tuple[str, ...] = ()
     patient: str | None = None  # patient key
     # alerts of test messages (MSH-11 T/D): None any, False production only, True test only
     test: bool | None = None

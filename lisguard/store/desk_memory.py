@@ -257,6 +257,7 @@ class MemoryDesk:
             if (not query.statuses or r.status in query.statuses)
             and (query.rule is None or r.alert.rule.value == query.rule)
             and (query.location is None or r.alert.location == query.location)
+            and (not query.audiences or r.alert.audience.value in query.audiences)
             and (query.patient is None or r.alert.patient_key == query.patient)
             and (query.test is None or r.alert.test == query.test)
         ]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from lisguard.domain.alerts import RULE_AUDIENCE, Audience
 from lisguard.store.desk import (
     UNRESOLVED,
     AlertNotFound,
@@ -28,6 +29,13 @@ _ALERT = (
 )
 _SNOOZE = "id, patient_key, rule, reason, created_by, created_at, expires_at, lifted_by, lifted_at"
 _SEVERITY_RANK = "CASE severity WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END"
+# the audience an alert stored before audiences existed reads as: its rule's (as Alert does);
+# the literals are enum values from the code, never request input
+_RULE_AUDIENCE = (
+    "CASE rule "
+    + " ".join(f"WHEN '{r.value}' THEN '{a.value}'" for r, a in RULE_AUDIENCE.items())
+    + f" ELSE '{Audience.BLOOD_BANK.value}' END"  # Alert's default for an unknown rule
+)
 
 
 class SqlDesk(SqlOutbox):
@@ -51,6 +59,12 @@ class SqlDesk(SqlOutbox):
             "coalesce(payload->>'processing_id', 'P')"
             if self._pg
             else "coalesce(json_extract(payload, '$.processing_id'), 'P')"
+        )
+        # who acts on the alert (Audience); alerts stored before it was kept: their rule's
+        self._audience = (
+            f"coalesce(payload->>'audience', {_RULE_AUDIENCE})"
+            if self._pg
+            else f"coalesce(json_extract(payload, '$.audience'), {_RULE_AUDIENCE})"
         )
 
     def _record(self, r: Any) -> AlertRecord:
@@ -297,6 +311,9 @@ class SqlDesk(SqlOutbox):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if query.audiences:
+            where.append(f"{self._audience} IN ({', '.join('?' * len(query.audiences))})")
+            params.extend(query.audiences)
         if query.test is not None:
             where.append(f"{self._processing_id} {'<>' if query.test else '='} 'P'")
         sql = f"SELECT {_ALERT} FROM alerts"

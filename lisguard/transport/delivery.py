@@ -1,8 +1,9 @@
 """The delivery channels a site switched on (settings `delivery`), as outbox workers.
 
 The composition root builds one `Delivery` per service: its `routing` goes to the Ingestor (which
-channels get an outbox row with each lead alert, the collapse window), its workers run while the
-service runs, and a graceful stop gives pending deliveries one last try.
+channels get an outbox row with each lead alert - each channel's test_alerts, audiences and
+locations settings - and the collapse window), its workers run while the service runs, and a
+graceful stop gives pending deliveries one last try.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from lisguard.alerting.outbox import (
     RetryPolicy,
     accepts_test,
 )
-from lisguard.alerting.routing import AlertRouting
-from lisguard.settings import DeliverySettings
+from lisguard.alerting.routing import AlertRouting, ChannelRoute
+from lisguard.settings import ChannelRestriction, DeliverySettings
 from lisguard.store.base import Store, StoreError
 from lisguard.transport.hl7_outbound import Hl7Channel
 from lisguard.transport.metrics import Metrics
@@ -30,14 +31,27 @@ from lisguard.transport.webhook import WebhookChannel
 log = structlog.get_logger("lisguard.delivery")
 
 
-def channels(settings: DeliverySettings) -> list[Channel]:
-    """The enabled channels; ValueError naming the setting when one is misconfigured."""
-    found: list[Channel] = []
+def channels(settings: DeliverySettings) -> list[tuple[Channel, ChannelRoute]]:
+    """The enabled channels, each with the alerts it takes; ValueError naming the setting when
+    one is misconfigured."""
+    found: list[tuple[Channel, ChannelRoute]] = []
     if settings.webhook.enabled:
-        found.append(WebhookChannel(settings.webhook, settings.public_url))
+        webhook = WebhookChannel(settings.webhook, settings.public_url)
+        found.append((webhook, route(webhook, settings.webhook)))
     if settings.hl7.enabled:
-        found.append(Hl7Channel(settings.hl7))
+        hl7 = Hl7Channel(settings.hl7)
+        found.append((hl7, route(hl7, settings.hl7)))
     return found
+
+
+def route(channel: Channel, restriction: ChannelRestriction) -> ChannelRoute:
+    return ChannelRoute(
+        channel.name,
+        audiences=frozenset(restriction.audiences),
+        locations=frozenset(restriction.locations),
+        # alerts of test messages go only where the site said so (test_alerts)
+        test_alerts=accepts_test(channel),
+    )
 
 
 class Delivery:
@@ -47,6 +61,7 @@ class Delivery:
         retry = RetryPolicy(
             settings.retry.initial_seconds, settings.retry.max_seconds, settings.retry.max_attempts
         )
+        enabled = channels(settings)
         self.workers = [
             OutboxWorker(
                 store,
@@ -56,16 +71,14 @@ class Delivery:
                 lease_seconds=settings.lease_seconds,
                 observer=metrics.delivered if metrics is not None else None,
             )
-            for channel in channels(settings)
+            for channel, _ in enabled
         ]
         if metrics is not None:  # outbox gauges read from the store at each scrape
             metrics.channels(w.channel.name for w in self.workers)
             metrics.backlog = store.desk.backlog
         self.routing = AlertRouting(
-            channels=tuple(w.channel.name for w in self.workers),
+            channels=tuple(r for _, r in enabled),
             collapse_window=timedelta(hours=settings.collapse_window_hours),
-            # alerts of test messages go only where the site said so (test_alerts)
-            test_channels=tuple(w.channel.name for w in self.workers if accepts_test(w.channel)),
         )
 
     async def on_alerts(self, alerts: Sequence[object]) -> None:

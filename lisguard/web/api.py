@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from lisguard.alerting.summary import patient_summary
-from lisguard.domain.alerts import RuleId
+from lisguard.domain.alerts import Audience, RuleId
 from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.store.base import Store
 from lisguard.store.desk import (
@@ -34,7 +34,14 @@ from lisguard.store.desk import (
 )
 from lisguard.web import auth, csrf
 from lisguard.web.live import LiveFeed
-from lisguard.web.views import RULE_TITLES, alert_view, meanings, patient_view, snooze_view
+from lisguard.web.views import (
+    AUDIENCE_TITLES,
+    RULE_TITLES,
+    alert_view,
+    meanings,
+    patient_view,
+    snooze_view,
+)
 
 STORE: web.AppKey[Store] = web.AppKey("desk_store", Store)
 KB: web.AppKey[KnowledgeBase] = web.AppKey("desk_kb", KnowledgeBase)
@@ -45,6 +52,7 @@ MAX_NOTE = 1000
 MAX_SNOOZE_HOURS = 24 * 30
 HEARTBEAT_SECONDS = 15.0
 RULES = frozenset(r.value for r in RuleId)
+AUDIENCES = tuple(a.value for a in Audience)
 TEST_FILTER: dict[str, bool | None] = {"exclude": False, "only": True, "include": None}
 
 
@@ -161,6 +169,17 @@ def rule_field(value: Any, status: int) -> str:
     return value
 
 
+def audience_filter(value: str) -> tuple[str, ...]:
+    """`audience=clinic` or `audience=blood_bank,serology`: the audiences asked for, in order,
+    once each; 400 naming the allowed ones for any other."""
+    chosen = tuple(dict.fromkeys(a.strip() for a in value.split(",") if a.strip()))
+    bad = [a for a in chosen if a not in AUDIENCES]
+    if bad or not chosen:
+        named = ", ".join(repr(a) for a in bad) if bad else repr(value)
+        raise ApiError(400, f"unknown audience {named}: one or more of {', '.join(AUDIENCES)}")
+    return chosen
+
+
 # ---------------------------------------------------------------- alerts
 
 
@@ -174,6 +193,8 @@ async def list_alerts(request: web.Request) -> web.Response:
         if bad or not statuses:
             raise ApiError(400, f"unknown status {bad or status!r}: {', '.join(STATUSES)} or all")
     rule = rule_field(q["rule"], 400) if q.get("rule") else None
+    # several as `audience=a,b` or as `audience=a&audience=b`
+    audiences = audience_filter(",".join(q.getall("audience"))) if q.get("audience") else ()
     try:
         limit = int(q.get("limit", "100"))
     except ValueError:
@@ -188,6 +209,7 @@ async def list_alerts(request: web.Request) -> web.Response:
         statuses=statuses,
         rule=rule,
         location=q.get("location") or None,
+        audiences=audiences,
         patient=q.get("patient") or None,
         test=TEST_FILTER[test],
         limit=limit,
@@ -323,6 +345,7 @@ async def meta(request: web.Request) -> web.Response:
         {
             "user": auth.acting_user(request),
             "rules": [{"id": k, "title": v} for k, v in RULE_TITLES.items()],
+            "audiences": [{"id": k, "title": v} for k, v in AUDIENCE_TITLES.items()],
             "statuses": list(STATUSES),
             "resolutions": list(RESOLUTIONS),
             "recommendations": meanings(),

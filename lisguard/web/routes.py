@@ -51,7 +51,7 @@ def install(app: web.Application, ingestor: Ingestor) -> None:
     app[api.STORE] = ingestor.store
     app[api.KB] = ingestor.kb
     app[api.LIVE] = feed
-    app[api.CHANNELS] = tuple(ingestor.routing.channels)
+    app[api.CHANNELS] = ingestor.routing.names
     app[OPENAPI_KEY] = openapi_document()
     app.middlewares.append(api.api_errors)
     app.middlewares.insert(0, api.refuse_nul)  # outermost: before auth audits the request

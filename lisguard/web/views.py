@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lisguard.alerting.summary import PatientSummary
-from lisguard.domain.alerts import RECOMMENDATION_TEXT, Recommendation, RuleId
+from lisguard.domain.alerts import RECOMMENDATION_TEXT, Audience, Recommendation, RuleId
 from lisguard.store.desk import AlertRecord, OutboxItem, Snooze
 
 # what the page calls each rule (ids stay the contract)
@@ -18,6 +18,19 @@ RULE_TITLES: dict[str, str] = {
     RuleId.SPEP_IFE.value: "SPEP/IFE on a therapeutic IgG-kappa antibody",
     RuleId.FLOW_MRD.value: "Flow MRD on anti-CD38 therapy",
     RuleId.UNEXPLAINED_PANREACTIVITY.value: "Panreactive screen, no anti-CD38 known",
+    RuleId.IG_PASSIVE_ANTIBODY.value: "Passive antibody from immunoglobulin (IVIG/SCIG/RhIG)",
+    RuleId.IVIG_PROPHYLAXIS.value: "Bispecific started without IVIG prophylaxis",
+    RuleId.HYPOGAMMAGLOBULINEMIA.value: "Low immunoglobulins on anti-CD38 or bispecific therapy",
+    RuleId.POSITIVE_DAT.value: "Positive DAT on therapy or after immunoglobulin",
+}
+
+# what the page calls each audience (the values stay the contract)
+AUDIENCE_TITLES: dict[str, str] = {
+    Audience.BLOOD_BANK.value: "Blood bank",
+    Audience.SEROLOGY.value: "Serology",
+    Audience.CLINIC.value: "Clinic",
+    Audience.PROTEIN_LAB.value: "Protein lab",
+    Audience.FLOW_LAB.value: "Flow lab",
 }
 
 
@@ -55,6 +68,7 @@ def alert_view(
         "id": alert.id,
         "alert": alert.to_json_dict(),  # exactly as `lisguard check` prints it
         "rule_title": RULE_TITLES.get(alert.rule.value, alert.rule.value),
+        "audience_title": AUDIENCE_TITLES.get(alert.audience.value, alert.audience.value),
         "patient_key": alert.patient_key,
         "meanings": {r.value: RECOMMENDATION_TEXT.get(r, "") for r in alert.recommendations},
         "status": record.status,
@@ -130,6 +144,45 @@ def patient_view(summary: PatientSummary, now: datetime) -> dict[str, Any]:
                 "evidence": [e.model_dump(mode="json") for e in line.exposure.evidence],
             }
             for line in summary.exposures
+        ],
+        # IVIG, SCIG, RhIG: passive antibodies (ig-passive-antibody) and IVIG prophylaxis
+        "immunoglobulin_products": [
+            {
+                "drug": line.drug,
+                "name": line.name,
+                "drug_class": line.drug_class,
+                "last_dose": _time(line.exposure.last_dose),
+                "doses": line.exposure.doses,
+                "grams": line.exposure.grams,
+                "window_end": _time(line.window_end),
+                "kinds": list(line.exposure.kinds),
+            }
+            for line in summary.products
+        ],
+        "hbv": [
+            {
+                "marker": r.marker,
+                "time": _time(r.time),
+                "value": r.value,
+                "reactive": r.reactive,
+                "pending": r.pending,
+                "message": r.message,
+            }
+            for r in summary.hbv
+        ],
+        "immunoglobulins": [
+            {
+                "test": r.test,
+                "time": _time(r.time),
+                "value": r.value,
+                "units": r.units,
+                "mg_dl": r.mg_dl,
+                "low": r.low,
+                "flags": list(r.flags),
+                "below_range": r.below_range,
+                "message": r.message,
+            }
+            for r in summary.immunoglobulins
         ],
         "typings": [t.model_dump(mode="json") for t in summary.typings],
         "pretreatment_typing": summary.pretreatment_typing,

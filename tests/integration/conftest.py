@@ -8,6 +8,8 @@ be reached the PostgreSQL tests are skipped - except on CI (CI=true), where they
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -75,6 +77,10 @@ class Backend:
         """Overwrite a stored patient state with JSON that no longer fits PatientState."""
         raise NotImplementedError
 
+    async def forget_alert_key(self, alert_id: str, key: str) -> None:
+        """Remove a key from a stored alert's JSON: the alert as an older release stored it."""
+        raise NotImplementedError
+
 
 class MemoryBackend(Backend):
     name = "memory"
@@ -87,6 +93,12 @@ class MemoryBackend(Backend):
 
     async def corrupt_patient(self, key: str) -> None:
         self.store._patients[key] = CORRUPT_STATE
+
+    async def forget_alert_key(self, alert_id: str, key: str) -> None:
+        row = self.store._alerts[alert_id]
+        payload = json.loads(row.payload)
+        del payload[key]
+        self.store._alerts[alert_id] = dataclasses.replace(row, payload=json.dumps(payload))
 
 
 class SqliteBackend(Backend):
@@ -120,6 +132,22 @@ class SqliteBackend(Backend):
                 with conn:
                     conn.execute(
                         "UPDATE patients SET state = ? WHERE key = ?", (CORRUPT_STATE, key)
+                    )
+            finally:
+                conn.close()
+
+        await asyncio.to_thread(update)
+
+    async def forget_alert_key(self, alert_id: str, key: str) -> None:
+        def update() -> None:
+            import sqlite3
+
+            conn = sqlite3.connect(self.path)
+            try:
+                with conn:
+                    conn.execute(
+                        "UPDATE alerts SET payload = json_remove(payload, ?) WHERE id = ?",
+                        (f"$.{key}", alert_id),
                     )
             finally:
                 conn.close()
@@ -172,6 +200,13 @@ class PostgresBackend(Backend):
             f'UPDATE "{self.schema}".patients SET state = $1::jsonb WHERE key = $2',
             CORRUPT_STATE,
             key,
+        )
+
+    async def forget_alert_key(self, alert_id: str, key: str) -> None:
+        await self.admin.execute(
+            f'UPDATE "{self.schema}".alerts SET payload = payload - $1 WHERE id = $2',
+            key,
+            alert_id,
         )
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lisguard.alerting.routing import AlertRouting
+from lisguard.alerting.routing import AlertRouting, ChannelRoute
 from lisguard.domain.knowledge import KnowledgeBase, load_knowledge_base
 from lisguard.services import Ingestor
 from lisguard.store.base import Store
@@ -46,7 +46,10 @@ class Clock:
 
 
 def ingestor(store: Store, kb: KnowledgeBase, clock: Callable[[], datetime]) -> Ingestor:
-    routing = AlertRouting(channels=("webhook", "hl7"), collapse_window=timedelta(hours=12))
+    routing = AlertRouting(
+        channels=(ChannelRoute("webhook"), ChannelRoute("hl7")),
+        collapse_window=timedelta(hours=12),
+    )
     return Ingestor(store, kb, clock=clock, routing=routing)
 
 

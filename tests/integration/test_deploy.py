@@ -361,4 +361,8 @@ def test_the_example_settings_file_validates_and_shows_the_defaults(tmp_path: Pa
         shown = getattr(example, section).model_dump()
         assert shown == getattr(defaults, section).model_dump(), section
     assert example.audit.anchor_interval_minutes == defaults.audit.anchor_interval_minutes
+    for channel in ("webhook", "hl7"):  # what each channel takes: shown as the defaults
+        for key in ("test_alerts", "audiences", "locations"):
+            shown = getattr(getattr(example.delivery, channel), key)
+            assert shown == getattr(getattr(defaults.delivery, channel), key), (channel, key)
     assert "config/lisguard.example.yaml" in (ROOT / "README.md").read_text()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lisguard.alerting.routing import AlertRouting
+from lisguard.alerting.routing import AlertRouting, ChannelRoute
 from lisguard.alerting.summary import patient_summary
 from lisguard.domain.alerts import Alert
 from lisguard.domain.knowledge import KnowledgeBase, load_knowledge_base
@@ -44,7 +44,7 @@ def kb() -> KnowledgeBase:
 
 
 def ingestor(store: Store, kb: KnowledgeBase, policy: IngestPolicy | None = TAKES_T) -> Ingestor:
-    routing = AlertRouting(channels=("webhook", "hl7"))
+    routing = AlertRouting(channels=(ChannelRoute("webhook"), ChannelRoute("hl7")))
     return Ingestor(store, kb, policy, clock=lambda: T0, routing=routing)
 
 

@@ -12,7 +12,7 @@ import hl7
 import pytest
 
 from lisguard.alerting.outbox import Attempt, OutboxWorker, RetryPolicy
-from lisguard.alerting.routing import AlertRouting
+from lisguard.alerting.routing import AlertRouting, ChannelRoute
 from lisguard.domain.alerts import Alert, EvidenceItem, Recommendation, RuleId, Severity
 from lisguard.hl7v2.outbound import alert_oru, control_id
 from lisguard.hl7v2.reader import parse
@@ -138,7 +138,9 @@ async def stored_alert(store: MemoryStore) -> str:
             NewMessage(b"x", "h", CREATED, "ack", "AA", MessageKey("A", "B", "C"))
         )
         await tx.add_alerts([alert], message_id=message_id, created_at=CREATED)
-        await AlertRouting(channels=("webhook",)).route(store.desk, tx, [alert], CREATED)
+        await AlertRouting(channels=(ChannelRoute("webhook"),)).route(
+            store.desk, tx, [alert], CREATED
+        )
     return alert.id
 
 

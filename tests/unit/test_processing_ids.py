@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from lisguard.alerting.outbox import TEST_REFUSED, Attempt, OutboxWorker, RetryPolicy
-from lisguard.alerting.routing import AlertRouting
+from lisguard.alerting.routing import AlertRouting, ChannelRoute
 from lisguard.domain.alerts import Alert, Recommendation, RuleId, Severity, alert_id
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.knowledge import KnowledgeBase, load_knowledge_base
@@ -173,7 +173,9 @@ async def stored(store: MemoryStore, alert: Alert, routing: AlertRouting) -> Non
 async def test_routing_gives_a_test_alert_rows_only_on_channels_that_take_test_alerts() -> None:
     store = MemoryStore()
     await store.open()
-    routing = AlertRouting(channels=("webhook", "hl7"), test_channels=("hl7",))
+    routing = AlertRouting(
+        channels=(ChannelRoute("webhook"), ChannelRoute("hl7", test_alerts=True))
+    )
     real, test = make_alert("P"), make_alert("T")
     await stored(store, real, routing)
     await stored(store, test, routing)
@@ -204,7 +206,7 @@ async def test_the_worker_never_sends_a_test_alert_to_a_production_channel() -> 
     await store.open()
     test = make_alert("T")
     # a row however it came (say, routed by a release that did not know test alerts)
-    await stored(store, test, AlertRouting(channels=("webhook",), test_channels=("webhook",)))
+    await stored(store, test, AlertRouting(channels=(ChannelRoute("webhook", test_alerts=True),)))
     channel = ProductionChannel()
     worker = OutboxWorker(store, channel, RetryPolicy(), clock=lambda: CREATED)
     await worker.deliver_due()

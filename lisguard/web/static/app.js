@@ -1,5 +1,5 @@
 // The technologist page: the alert queue, live over server-sent events, with acknowledge,
-// resolve, snooze and the patient view. Plain JavaScript, no build step. Every value from the
+// resolve, snooze and the patient view (patient.js). Plain JavaScript, no build step. Every value from the
 // API is put into the page as text (never as markup). Requests that change something carry the
 // session's CSRF token (from /api/me) in X-Lisguard-CSRF: the server refuses them without it.
 "use strict";
@@ -66,7 +66,7 @@ function whoAmI() { return localStorage.getItem("lisguard.who") || ""; }
 
 function filters() {
   return { status: $("f-status").value, rule: $("f-rule").value, location: $("f-location").value,
-    test: $("f-test").value };
+    audience: $("f-audience").value, test: $("f-test").value };
 }
 
 function matches(view) {
@@ -76,6 +76,7 @@ function matches(view) {
   return (!statuses || statuses.includes(view.status))
     && (!f.rule || view.alert.rule === f.rule)
     && (!f.location || view.alert.location === f.location)
+    && (!f.audience || view.alert.audience === f.audience)
     && (f.test === "include" || (f.test === "only") === Boolean(view.alert.test));
 }
 
@@ -99,6 +100,7 @@ async function loadMeta() {
   state.meta = meta;
   fillSelect($("f-rule"), meta.rules.map((r) => [r.id, r.title]), "All rules");
   fillSelect($("f-location"), meta.locations.map((l) => [l, l]), "All locations");
+  fillSelect($("f-audience"), (meta.audiences || []).map((a) => [a.id, a.title]), "All audiences");
   const counts = meta.counts || {};
   $("count-open").textContent = `Open ${counts.open || 0}`;
   $("count-open").classList.toggle("nonzero", (counts.open || 0) > 0);
@@ -123,6 +125,7 @@ async function loadQueue() {
   const params = new URLSearchParams({ status: f.status, test: f.test });
   if (f.rule) params.set("rule", f.rule);
   if (f.location) params.set("location", f.location);
+  if (f.audience) params.set("audience", f.audience);
   try {
     const data = await api(`/api/alerts?${params}`);
     state.alerts = new Map(data.alerts.map((a) => [a.id, a]));
@@ -175,7 +178,8 @@ function card(view, isTarget) {
       el("h2", {}, a.test ? el("span", { class: "test-badge",
         title: `raised by a test message (MSH-11 ${a.processing_id}): not a real patient alert` },
       "TEST") : null, view.rule_title,
-        view.count > 1 ? el("span", { class: "repeat", title: "identical alerts collapsed into this one" }, `×${view.count}`) : null),
+        view.count > 1 ? el("span", { class: "repeat", title: "identical alerts collapsed into this one" }, `×${view.count}`) : null,
+        audienceBadge(view)),
       el("p", { class: "facts" },
         "Patient ", el("b", {}, a.patient), a.patient_authority ? ` (${a.patient_authority})` : "",
         " · Location ", el("b", {}, a.location || "—"),
@@ -188,6 +192,14 @@ function card(view, isTarget) {
       statusLine(view),
       deliveryLine(view)),
     el("div", { class: "actions" }, actions(view)));
+}
+
+// who acts on the alert, in words (the page's filter and the channels' restriction use it too)
+function audienceBadge(view) {
+  const audience = view.alert.audience;
+  if (!audience) return null;
+  return el("span", { class: "audience", "data-audience": audience,
+    title: "who acts on this alert" }, el("small", {}, "For "), view.audience_title || audience);
 }
 
 function statusLine(view) {
@@ -310,70 +322,6 @@ function wireDialogs() {
   });
 }
 
-// ------------------------------------------------------------------ patient view
-
-// processingId T or D: the patient as that test feed left it (kept apart from production)
-async function openPatient(key, processingId = "P") {
-  const test = processingId && processingId !== "P";
-  $("patient-title").textContent = `${test ? "TEST feed · " : ""}Patient ${key.replace("^", " (") + (key.includes("^") ? ")" : "")}`;
-  $("patient-body").replaceChildren(el("p", {}, "Loading…"));
-  $("patient-dialog").showModal();
-  try {
-    const query = test ? `?processing_id=${encodeURIComponent(processingId)}` : "";
-    const p = await api(`/api/patients/${encodeURIComponent(key)}${query}`);
-    $("patient-body").replaceChildren(patientView(p));
-  } catch (error) {
-    $("patient-body").replaceChildren(el("p", { class: "error" }, error.message));
-  }
-}
-
-function table(headers, rows) {
-  if (!rows.length) return el("p", {}, "None on file.");
-  return el("table", {}, el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))),
-    el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, c))))));
-}
-
-// how the feeds said it: a mention or an order question is not a dose
-const KIND_TEXT = {
-  administration: "dose given", order: "order", dispense: "dispense", give: "give instruction",
-  mention: "free-text mention (no dose)", question: "order question answered yes (no dose)",
-};
-
-function patientView(p) {
-  const k = { positive: "K-positive", negative: "K-negative", unknown: "unknown" }[p.k_status];
-  const aliases = p.merged_from.length ? el("p", { class: "aliases" }, "Also known as (merged): ",
-    el("b", {}, p.merged_from.join(", "))) : null;
-  const links = p.linked.length ? el("p", { class: "aliases" }, "Linked records (A24, read together): ",
-    el("b", {}, p.linked.join(", "))) : null;
-  const asked = p.requested_key ? el("p", { class: "aliases" }, `${p.requested_key} was merged into `,
-    el("b", {}, p.patient_key), ": this is the surviving record.") : null;
-  return el("div", { class: "patient" },
-    asked, aliases, links,
-    el("h3", {}, "Therapeutic antibody exposures"),
-    table(["Drug", "Last dose", "Last exposure point", "Interference window ends", "Seen as"],
-      p.exposures.map((e) => [e.name, when(e.last_dose) || "—", when(e.last_point) || "—",
-        day(e.window_end) || "—", e.kinds.map((k) => KIND_TEXT[k] || k).join(", ")])),
-    el("h3", {}, "RBC typing on file"),
-    el("p", {}, "K (KEL1): ", el("b", { class: p.k_status === "positive" ? "kpos" : "" }, k),
-      " · Pre-treatment phenotype/genotype: ", el("b", {}, p.pretreatment_typing ? "yes" : "no")),
-    table(["Kind", "Time", "Antigens", "Message"], p.typings.map((t) => [t.kind, when(t.time) || "—",
-      Object.entries(t.antigens).map(([ag, pos]) => `${ag}${pos ? "+" : "−"}`).join(" "), t.message])),
-    el("h3", {}, "M-protein isotype"),
-    el("p", {}, "Own isotype (before therapy): ", el("b", {}, p.own_isotype || "not stated")),
-    table(["Isotype", "Time", "Message"], p.isotypes.map((i) => [i.isotype, when(i.time) || "—", i.message])),
-    p.snoozes.length ? [el("h3", {}, "Snoozes"), table(["Rule", "Until", "By", "Reason", "Active"],
-      p.snoozes.map((s) => [s.rule, when(s.expires_at), s.created_by, s.reason, s.active ? "yes" : "no"]))] : null,
-    el("h3", {}, "Alert history"),
-    p.alerts.length ? el("ul", { class: "history" }, p.alerts.map((v) => el("li", {},
-      el("b", {}, `${v.alert.severity.toUpperCase()} · ${v.rule_title}`),
-      ` · ${STATUS_TEXT[v.status] || v.status}`, v.alert.order ? ` · order ${v.alert.order}` : "",
-      ` · raised ${when(v.created_at)}`,
-      v.patient_key !== p.patient_key ? ` under ${v.patient_key} (before the merge)` : "",
-      el("ul", { class: "evidence" }, v.alert.evidence.map((ev) =>
-        el("li", {}, `${ev.message} ${ev.location}: ${ev.text}`, ev.time ? ` (${when(ev.time)})` : "")))))) :
-      el("p", {}, "No alerts."));
-}
-
 // ------------------------------------------------------------------ live updates and start
 
 function connect() {
@@ -420,7 +368,7 @@ async function logout() {
 async function start() {
   $("who").value = whoAmI();
   $("who").addEventListener("change", () => localStorage.setItem("lisguard.who", $("who").value.trim()));
-  for (const id of ["f-status", "f-rule", "f-location", "f-test"]) $(id).addEventListener("change", loadQueue);
+  for (const id of ["f-status", "f-rule", "f-location", "f-audience", "f-test"]) $(id).addEventListener("change", loadQueue);
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
   window.addEventListener("hashchange", render);
