@@ -4,7 +4,7 @@ the reference model for outbound HL7; v2.5.1 has no TQ1 trouble).
     MSH  ... ORU^R01^ORU_R01, MSH-10 = the alert id (first 20 characters), MSH-11 = the
          processing id of the message that raised the alert (P; T or D for a test alert),
          MSH-18 = UNICODE UTF-8 (the bytes sent are UTF-8), original-mode ACK
-    PID  PID-3 = patient ^^^ authority ^MR
+    PID  PID-3 = patient ^^^ authority ^MR, PID-5 name, PID-7 date of birth (when known)
     PV1  PV1-3.1 = the point of care the alert carries
     ORC  RE, placer order = the order the alert is about
     OBR  OBR-3 = alert id ^LISGUARD (EI: our application's namespace), OBR-4 = LGALERT^...^99LSG,
@@ -84,6 +84,13 @@ def alert_oru(
     pid = patient.pid
     pid.pid_1 = "1"
     pid.pid_3 = f"{_text(alert.patient)}^^^{_text(alert.patient_authority)}^MR"
+    # the second identifiers, as lisguard last heard them (PID-5 family^given^middle, PID-7)
+    if alert.patient_name:
+        family, _, given = alert.patient_name.partition(", ")
+        first, _, middle = given.partition(" ")
+        pid.pid_5 = "^".join(_text(part) for part in (family, first, middle)).rstrip("^")
+    if alert.birth_date:
+        pid.pid_7 = alert.birth_date.replace("-", "")
     visit = patient.add_group("ORU_R01_VISIT")
     visit.pv1.pv1_1 = "1"
     visit.pv1.pv1_2 = "U"

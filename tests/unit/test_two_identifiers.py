@@ -118,3 +118,16 @@ def test_the_audit_detail_names_no_value(kb: KnowledgeBase) -> None:
     details = [c.detail for c in out.changes if c.kind == "demographics"]
     assert details == ["name and date of birth recorded"]
     assert all("HALVORSEN" not in c.detail and "1952" not in c.detail for c in out.changes)
+
+
+def test_the_oru_carries_both_identifiers(kb: KnowledgeBase) -> None:
+    from lisguard.hl7v2.outbound import alert_oru
+    from lisguard.hl7v2.reader import parse
+
+    feed = Feed(kb)
+    (alert,) = feed.send(dose("D1", "M7", "20260301090000"))
+    oru = parse(alert_oru(alert, datetime(2026, 3, 1, 10)))
+    pid_seg = next(s for s in oru.segments if s.name == "PID")
+    assert (pid_seg.get(5, 1), pid_seg.get(5, 2), pid_seg.get(5, 3)) == ("HALVORSEN", "INGRID", "M")
+    assert pid_seg.get(7) == "19520314"
+    assert alert.to_json_dict()["patient_name"] == "HALVORSEN, INGRID M"  # the webhook body

@@ -180,10 +180,19 @@ function card(view, isTarget) {
       "TEST") : null, view.rule_title,
         view.count > 1 ? el("span", { class: "repeat", title: "identical alerts collapsed into this one" }, `×${view.count}`) : null,
         audienceBadge(view)),
+      // two identifiers before anything is done for a patient: name and date of birth with
+      // the MRN; then the test as ordered and when its specimen was collected
+      el("p", { class: "who" },
+        el("b", { class: "name" }, a.patient_name || "name not received"),
+        " · DOB ", el("b", {}, a.birth_date || "—"),
+        " · MRN ", el("b", {}, a.patient), a.patient_authority ? ` (${a.patient_authority})` : ""),
       el("p", { class: "facts" },
-        "Patient ", el("b", {}, a.patient), a.patient_authority ? ` (${a.patient_authority})` : "",
+        a.order_text || a.order_code
+          ? ["Test ", el("b", {}, [a.order_text, a.order_code].filter(Boolean).join(" · ")), " · "]
+          : null,
+        "Order ", el("b", {}, a.order || "—"),
+        a.collected ? [" · Collected ", el("b", {}, when(a.collected))] : null,
         " · Location ", el("b", {}, a.location || "—"),
-        " · Order ", el("b", {}, a.order || "—"),
         " · Event ", el("b", {}, when(a.event_time) || "—"),
         " · Raised ", when(view.created_at)),
       el("p", { class: "text" }, a.text),
