@@ -59,11 +59,21 @@ def search_sql(
     detail = "detail->>'{0}'" if pg else "json_extract(detail, '$.{0}')"
     if query.patient:  # patient_matches; each side as its partial index says (0006)
         patient = detail.format("patient")
-        where.append(
-            f"((substr(kind, 1, {len(STATE_PREFIX)}) = '{STATE_PREFIX}' AND subject = ?)"
-            f" OR ({patient} = ? AND {patient} IS NOT NULL))"
-        )
-        params += [query.patient, query.patient]
+        if "^" in query.patient:
+            where.append(
+                f"((substr(kind, 1, {len(STATE_PREFIX)}) = '{STATE_PREFIX}' AND subject = ?)"
+                f" OR ({patient} = ? AND {patient} IS NOT NULL))"
+            )
+            params += [query.patient, query.patient]
+        else:  # a plain MRN: that MRN under any assigning authority, or none
+            prefix = query.patient + "^"
+            n = len(prefix)
+            where.append(
+                f"((substr(kind, 1, {len(STATE_PREFIX)}) = '{STATE_PREFIX}'"
+                f" AND (subject = ? OR substr(subject, 1, {n}) = ?))"
+                f" OR ({patient} IS NOT NULL AND ({patient} = ? OR substr({patient}, 1, {n}) = ?)))"
+            )
+            params += [query.patient, prefix, query.patient, prefix]
     if query.rule:
         where.append(f"{detail.format('rule')} = ?")
         params.append(query.rule)
@@ -98,9 +108,16 @@ def patient_matches(event: AuditEvent, patient: str) -> bool:
     """Whether an audit event is about `patient`: a change of its state, or an event naming it in
     detail.patient (alerts, snoozes, reads of its data). Other subjects are message ids, alert
     ids, token ids, paths: never a patient, whatever the patient key looks like."""
-    if event.kind.startswith(STATE_PREFIX) and event.subject == patient:
+    def same(key: object) -> bool:
+        # "MRN" alone is that MRN under any assigning authority ("MRN^HOSP"), as the search
+        # hint says; "MRN^authority" is exactly that one
+        if not isinstance(key, str):
+            return False
+        return key == patient or ("^" not in patient and key.startswith(patient + "^"))
+
+    if event.kind.startswith(STATE_PREFIX) and same(event.subject):
         return True
-    return event.detail.get("patient") == patient
+    return same(event.detail.get("patient"))
 
 
 def kinds_match(kinds: tuple[str, ...], kind: str) -> bool:

@@ -249,3 +249,23 @@ async def test_patient_search_finds_events_about_the_patient_only(store: Store) 
         await tx.add_audit(events)
     found = await store.access.search_audit(AuditQuery(patient="12345"))
     assert sorted(row.event.kind for row in found) == ["alert.raised", "phi.read", "state.exposure"]
+
+
+async def test_a_plain_mrn_finds_the_patient_under_any_authority(store: Store) -> None:
+    """The manager view's hint says "MRN or MRN^authority": a plain MRN finds MRN^HOSP too
+    (it found nothing before), and never another MRN that merely starts the same."""
+    events = [
+        AuditEvent("state.exposure", T0, subject="12345^HOSP", detail={"detail": "dara"}),
+        AuditEvent("alert.raised", T0, subject="a1", detail={"rule": "r", "patient": "12345^HOSP"}),
+        AuditEvent(
+            "alert.raised", T0, subject="a2", detail={"rule": "r", "patient": "123456^HOSP"}
+        ),
+        AuditEvent("phi.read", T0, "bob", "/api/patients/12345", {"patient": "12345"}),
+        AuditEvent("message.received", T0, subject="12345^X", detail={"control_id": "C1"}),
+    ]
+    async with store.transaction() as tx:
+        await tx.add_audit(events)
+    plain = await store.access.search_audit(AuditQuery(patient="12345"))
+    assert sorted(r.event.subject for r in plain) == ["/api/patients/12345", "12345^HOSP", "a1"]
+    exact = await store.access.search_audit(AuditQuery(patient="12345^HOSP"))
+    assert sorted(r.event.subject for r in exact) == ["12345^HOSP", "a1"]
