@@ -57,6 +57,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/readyz"): PUBLIC,
     ("POST", "/api/login"): PUBLIC,
     ("POST", "/api/logout"): PUBLIC,
+    ("GET", "/api/session"): PUBLIC,  # whether to show the page or the login: never a 401
     ("GET", "/api/openapi.json"): PUBLIC,
     ("POST", "/api/hl7"): "sender",
     ("GET", "/metrics"): "metrics",
@@ -367,6 +368,15 @@ async def me(request: web.Request) -> web.Response:
     return web.json_response(_me(credential, request.app[AUTH]))
 
 
+async def session_state(request: web.Request) -> web.Response:
+    """Whether the caller is logged in, without a 401: the page asks this first, so that a
+    logged-out browser shows the login alone (no filters, no "Connecting...", no error in the
+    console)."""
+    policy = request.app[AUTH]
+    authenticated = not policy.enabled or request.get(CREDENTIAL) is not None
+    return web.json_response({"authenticated": authenticated, "auth_required": policy.enabled})
+
+
 def install(
     app: web.Application, *, store: Store, http: HttpSettings | None = None, public_url: str = ""
 ) -> None:
@@ -385,3 +395,4 @@ def install(
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/logout", logout)
     app.router.add_get("/api/me", me)
+    app.router.add_get("/api/session", session_state)

@@ -41,13 +41,13 @@ async def test_a_card_shows_two_identifiers_and_the_test(
     ]
     page = await open_page(browser, service)
     card = page.locator(f'article[data-id="{screen.id}"]')
-    await expect(card.locator(".who")).to_contain_text("HALVORSEN, INGRID M")
-    await expect(card.locator(".who")).to_contain_text("DOB 1952-03-14")
-    await expect(card.locator(".who")).to_contain_text("MRN MRN900 (HOSP)")
+    await expect(card.locator(".ids")).to_contain_text("HALVORSEN, INGRID M")
+    await expect(card.locator(".ids")).to_contain_text("DOB 1952-03-14")
+    await expect(card.locator(".ids")).to_contain_text("MRN MRN900 (HOSP)")
     await expect(card.locator(".facts")).to_contain_text("Test TYPE AND SCREEN · BBTS")
     await expect(card.locator(".facts")).to_contain_text("Collected 2026-03-02 07:45")
     baseline = page.locator("article.alert", has_text="Baseline work-up")
-    await expect(baseline.locator(".who")).to_contain_text("HALVORSEN, INGRID M")
+    await expect(baseline.locator(".ids")).to_contain_text("HALVORSEN, INGRID M")
     await expect(baseline.locator(".facts")).not_to_contain_text("Test ")  # a dose, not a test
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "technologist-two-identifiers.png"), full_page=True)

@@ -305,7 +305,7 @@ async def test_meta_page_and_static_files(client: Api) -> None:
     assert {r["id"] for r in meta["rules"]} >= {"bb-serology", "spep-ife"}
     assert meta["recommendations"]["KELL_NEGATIVE_UNITS"].startswith("DTT destroys Kell")
     async with client.session.get(client.base + "/") as resp:
-        assert resp.status == 200 and "Anti-CD38 alerts" in await resp.text()
+        assert resp.status == 200 and "Therapy interference alerts" in await resp.text()
     async with client.session.get(client.base + "/static/app.js") as resp:
         assert resp.status == 200 and "EventSource" in await resp.text()
 

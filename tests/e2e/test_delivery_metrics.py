@@ -142,6 +142,7 @@ async def test_the_metrics_role_reads_metrics_and_nothing_else(
         ("GET", "/readyz"),
         ("POST", "/api/login"),
         ("POST", "/api/logout"),
+        ("GET", "/api/session"),  # public: logged in or not, nothing else
         ("GET", "/api/openapi.json"),
         ("GET", "/metrics"),
     ]

@@ -182,7 +182,7 @@ function card(view, isTarget) {
         audienceBadge(view)),
       // two identifiers before anything is done for a patient: name and date of birth with
       // the MRN; then the test as ordered and when its specimen was collected
-      el("p", { class: "who" },
+      el("p", { class: "ids" },
         el("b", { class: "name" }, a.patient_name || "name not received"),
         " · DOB ", el("b", {}, a.birth_date || "—"),
         " · MRN ", el("b", {}, a.patient), a.patient_authority ? ` (${a.patient_authority})` : ""),
@@ -375,6 +375,19 @@ async function logout() {
 }
 
 async function start() {
+  // logged out: the login alone (no filters, no "Connecting...", no 401 in the console)
+  try {
+    const session = await api("/api/session");
+    if (!session.authenticated) {
+      document.body.classList.add("logged-out");
+      $("login-form").addEventListener("submit", login);
+      showLogin();
+      return;
+    }
+  } catch (error) {
+    showBanner(`lisguard is not answering: ${error.message}`);
+    return;
+  }
   $("who").value = whoAmI();
   $("who").addEventListener("change", () => localStorage.setItem("lisguard.who", $("who").value.trim()));
   for (const id of ["f-status", "f-rule", "f-location", "f-audience", "f-test"]) $(id).addEventListener("change", loadQueue);
