@@ -184,6 +184,9 @@ class Service:
             await self.mllp.start()
             self.mllp_port = self.mllp.port
         if s.http.enabled:
+            # FHIR models and JWT crypto take 0.3 s to import: `serve` only, not `lisguard check`
+            from lisguard.web import cds_hooks, fhir_api
+
             self.http = await start_http(
                 self.ingestor,
                 s.http,
@@ -204,6 +207,15 @@ class Service:
                         ),
                     ),
                     partial(routes.install, ingestor=self.ingestor),  # technologist page
+                    partial(  # CDS Hooks cards at order entry (the EHR's JWT)
+                        cds_hooks.install,
+                        ingestor=self.ingestor,
+                        settings=s.cds,
+                        public_url=s.delivery.public_url,
+                    ),
+                    partial(  # alerts as FHIR DetectedIssue
+                        fhir_api.install, ingestor=self.ingestor, public_url=s.delivery.public_url
+                    ),
                 ],
             )
             self.http_port = _bound_port(self.http)

@@ -282,6 +282,44 @@ class DeliverySettings(BaseModel):
     hl7: Hl7OutboundSettings = Field(default_factory=Hl7OutboundSettings)
 
 
+# JWS algorithms an EHR may sign its CDS Hooks JWT with (asymmetric only: a shared secret would
+# let anyone who holds it mint EHR tokens; "none" is never accepted)
+CdsAlgorithm = Literal["RS384", "ES384", "RS256", "ES256", "RS512", "ES512", "PS384", "PS256"]
+
+
+def _cds_algorithms() -> list[CdsAlgorithm]:
+    return ["RS384", "ES384"]  # what CDS Hooks 2.0 asks every service to support
+
+
+class CdsSettings(BaseModel):
+    """CDS Hooks (lisguard.web.cds_hooks): cards at order entry for the EHRs named here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    # the EHR's public keys (a JWKS document): a file (offline), or a URL fetched and cached
+    jwks_file: Path | None = None
+    jwks_url: str = ""
+    # the `iss` values accepted (the EHRs), e.g. [https://ehr.example.org]
+    issuers: list[str] = Field(default_factory=list)
+    # the `aud` the EHR must send: this service's CDS Hooks URL; "" is delivery.public_url +
+    # /cds-services. A token for one service's own URL (.../cds-services/{id}) is taken too
+    audience: str = ""
+    algorithms: list[CdsAlgorithm] = Field(default_factory=_cds_algorithms, min_length=1)
+    clock_skew_seconds: float = Field(default=60.0, ge=0)
+    # how long keys fetched from jwks_url are used before they are fetched again (a key id not
+    # in the set refetches sooner); when the URL cannot be reached, the last keys stay in use
+    jwks_cache_seconds: float = Field(default=3600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _keys_and_issuers(self) -> CdsSettings:
+        if self.enabled and not (self.jwks_file or self.jwks_url):
+            raise ValueError("cds.enabled needs cds.jwks_file or cds.jwks_url: the EHR's keys")
+        if self.enabled and not self.issuers:
+            raise ValueError("cds.enabled needs cds.issuers: the EHRs' JWT `iss` values")
+        return self
+
+
 # keys that were printed in docs or defaults of earlier versions: anyone can reverse them
 PUBLISHED_KEYS = frozenset({"lisguard-dev-key", "change-me-to-a-long-random-secret"})
 
@@ -314,6 +352,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    cds: CdsSettings = Field(default_factory=CdsSettings)
 
     @model_validator(mode="after")
     def _production_is_not_a_test_bench(self) -> Settings:

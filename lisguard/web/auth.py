@@ -80,6 +80,10 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/api/snoozes"): "technologist",
     ("POST", "/api/snoozes"): "technologist",
     ("DELETE", "/api/snoozes/{snooze_id}"): "technologist",
+    # alerts as FHIR DetectedIssue (lisguard.web.fhir_api; audited there). The CDS Hooks routes
+    # (/cds-services) are not listed: the EHR's JWT is their credential (lisguard.web.cds_auth)
+    ("GET", "/fhir/DetectedIssue"): "technologist",
+    ("GET", "/fhir/DetectedIssue/{alert_id}"): "technologist",
 }
 # HL7 ingest is also open to admins (an admin may replay a message by hand)
 ALSO_ALLOWED: dict[str, frozenset[str]] = {"sender": frozenset({"admin"})}
