@@ -7,19 +7,25 @@ import json
 import signal
 import ssl
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import structlog
 from aiohttp import web
 
+from lisguard.alerting.escalation import EscalationPolicy, EscalationWorker
 from lisguard.domain.audit_anchor import AnchorError, AuditKeys, anchor_line
 from lisguard.domain.knowledge import KnowledgeBase, KnowledgeBaseError, load_knowledge_base
+from lisguard.domain.knowledge_holder import KnowledgeHolder
 from lisguard.hl7v2.files import read_messages
+from lisguard.intake import Reading
 from lisguard.keys import InstallKey, InstallKeyError, load_install_key
 from lisguard.logs import configure_logging
-from lisguard.screening import Screening
+from lisguard.reload import Reloader, ReloadRefused
+from lisguard.reload import ingest_policy as ingest_policy  # re-exported: cli, validate
+from lisguard.screening import Screened, Screening
 from lisguard.services import Ingestor, IngestPolicy
 from lisguard.settings import Settings, TlsSettings
 from lisguard.store import StoreError, open_store
@@ -29,7 +35,8 @@ from lisguard.transport.http import start_http
 from lisguard.transport.metrics import Metrics
 from lisguard.transport.mllp import MllpServer, msa_code, send_files
 from lisguard.web import api as alert_api
-from lisguard.web import audit_api, auth, routes
+from lisguard.web import audit_api, auth, escalation_api, messages_api, routes
+from lisguard.web import queue as desk_queue
 
 log = structlog.get_logger("lisguard")
 
@@ -56,17 +63,6 @@ def install_key(settings: Settings, *, create: bool = True) -> InstallKey:
         raise ConfigError(str(exc)) from exc
 
 
-def ingest_policy(settings: Settings) -> IngestPolicy:
-    s = settings.ingest
-    return IngestPolicy(
-        processing_ids=frozenset(s.processing_ids),
-        unknown_types=s.unknown_types,
-        type_actions=dict(s.type_actions),
-        always_reply=s.always_reply,
-        app_name=s.app_name,
-    )
-
-
 def check(
     files: Sequence[Path],
     knowledge: Sequence[Path],
@@ -74,41 +70,63 @@ def check(
     err: TextIO,
     *,
     knowledge_dir: Path | None = None,
+    policy: IngestPolicy | None = None,
 ) -> int:
     """`lisguard check`: the alerts `serve` would raise on these files, in order, as JSON lines
     on `out`; unreadable or refused messages on `err`. Exit status 1 when a file cannot be read."""
     kb = load_knowledge(knowledge, knowledge_dir)
-    screening = Screening(kb)
+    return screen_files(files, Screening(kb, policy), _CheckPrinter(out, err))
+
+
+class FeedObserver(Protocol):
+    """What `screen_files` tells as it goes: each message (its reading and what screening made
+    of it, alerts included) and each file it could not read a message from."""
+
+    def message(self, path: Path, index: int, reading: Reading, result: Screened) -> None: ...
+
+    def file_problem(self, path: Path, error: str) -> None: ...
+
+
+def screen_files(files: Sequence[Path], screening: Screening, observer: FeedObserver) -> int:
+    """The loop of `lisguard check` (and of `lisguard validate`, which watches it): every
+    message of every file, in order, through one screening. 1 when a file cannot be read."""
     status = 0
     for path in files:
         index = 0
         try:
-            for index, result in enumerate(screening.screen_all(_file_messages(path)), 1):
-                if result.error:
-                    err.write(
-                        json.dumps(
-                            {
-                                "file": str(path),
-                                "index": index,
-                                "message": result.control_id,
-                                "outcome": result.outcome,
-                                "error": result.error,
-                            }
-                        )
-                        + "\n"
-                    )
-                for alert in result.alerts:
-                    out.write(json.dumps(alert.to_json_dict()) + "\n")
+            for index, text in enumerate(_file_messages(path), 1):
+                reading = screening.read(text)
+                observer.message(path, index, reading, screening.screen_reading(reading))
         except OSError as exc:
-            err.write(
-                json.dumps({"file": str(path), "error": f"cannot read: {exc.strerror or exc}"})
-                + "\n"
-            )
+            observer.file_problem(path, f"cannot read: {exc.strerror or exc}")
             status = 1
             continue
         if index == 0:
-            err.write(json.dumps({"file": str(path), "error": "no HL7 message found"}) + "\n")
+            observer.file_problem(path, "no HL7 message found")
     return status
+
+
+class _CheckPrinter:
+    """check's output: one JSON alert per line on `out`, problems as JSON lines on `err`."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out, self.err = out, err
+
+    def message(self, path: Path, index: int, reading: Reading, result: Screened) -> None:
+        if result.error:
+            problem = {
+                "file": str(path),
+                "index": index,
+                "message": result.control_id,
+                "outcome": result.outcome,
+                "error": result.error,
+            }
+            self.err.write(json.dumps(problem) + "\n")
+        for alert in result.alerts:
+            self.out.write(json.dumps(alert.to_json_dict()) + "\n")
+
+    def file_problem(self, path: Path, error: str) -> None:
+        self.err.write(json.dumps({"file": str(path), "error": error}) + "\n")
 
 
 CHECK_CHUNK = 1 << 20  # bytes read at a time: a file of any size is checked in bounded memory
@@ -145,9 +163,14 @@ def server_ssl(tls: TlsSettings) -> ssl.SSLContext | None:
 class Service:
     """The running service: store, ingest, MLLP and HTTP listeners. `start` then `stop`."""
 
-    def __init__(self, settings: Settings, key: InstallKey | None = None) -> None:
+    def __init__(
+        self, settings: Settings, key: InstallKey | None = None, config_path: Path | None = None
+    ) -> None:
         self.settings = settings
-        self.kb = load_knowledge(settings.knowledge.files, settings.knowledge.base_dir)
+        # the one holder every reader asks (ingest, pages, CDS Hooks, FHIR): a reload swaps it
+        self.knowledge = KnowledgeHolder(
+            load_knowledge(settings.knowledge.files, settings.knowledge.base_dir)
+        )
         # the audit chain is keyed with a secret the database does not hold; anchors of its
         # head go to a file outside it (lisguard.store.audit_chain)
         self.audit_keys = AuditKeys.of(key or install_key(settings))
@@ -157,18 +180,35 @@ class Service:
         )
         self.metrics = Metrics()
         try:  # outbox channels (webhook, HL7) and the snooze/collapse routing of new alerts
-            self.delivery = Delivery(self.store, settings.delivery, self.metrics)
+            self.delivery = Delivery(
+                self.store, settings.delivery, self.metrics, escalation=settings.escalation
+            )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         self.ingestor = Ingestor(
-            self.store, self.kb, ingest_policy(settings), routing=self.delivery.routing
+            self.store, self.knowledge, ingest_policy(settings), routing=self.delivery.routing
         )
         self.ingestor.listeners.append(self.delivery.on_alerts)
+        # SIGHUP and the admin API: the settings file's knowledge and ingest sections again
+        self.reloader = Reloader(self.ingestor, settings, config_path)
         self.mllp: MllpServer | None = None
         self.http: web.AppRunner | None = None
         self.mllp_port: int | None = None
         self.http_port: int | None = None
         self._anchoring: asyncio.Task[None] | None = None
+        # HIGH alerts left open too long escalate, once, whichever replica sees it first
+        self.escalation = EscalationWorker(
+            self.store,
+            EscalationPolicy(
+                timedelta(minutes=settings.escalation.after_minutes),
+                routes=self.delivery.escalation_routes,
+            ),
+            check_seconds=settings.escalation.check_seconds,
+        )
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        return self.knowledge.kb
 
     async def start(self) -> None:
         s = self.settings
@@ -207,6 +247,13 @@ class Service:
                         ),
                     ),
                     partial(routes.install, ingestor=self.ingestor),  # technologist page
+                    partial(  # message browser, replay, knowledge reload
+                        messages_api.install, ingestor=self.ingestor, reloader=self.reloader
+                    ),
+                    partial(  # the escalation banner's data (every page)
+                        escalation_api.install, store=self.store, settings=s.escalation
+                    ),
+                    partial(desk_queue.install, desk=s.desk),  # the queue's site settings
                     partial(  # CDS Hooks cards at order entry (the EHR's JWT)
                         cds_hooks.install,
                         ingestor=self.ingestor,
@@ -221,6 +268,11 @@ class Service:
             self.http_port = _bound_port(self.http)
         live = self.http.app.get(alert_api.LIVE) if self.http is not None else None
         self.delivery.start([live.changed] if live is not None else [])
+        if s.escalation.enabled:
+            if live is not None:
+                self.escalation.listeners.append(partial(escalation_api.announce, live))
+            self.escalation.listeners.append(self.delivery.on_alerts)  # wake the workers
+            self.escalation.start()
         log.info(
             "started",
             mllp_port=self.mllp_port,
@@ -232,6 +284,7 @@ class Service:
         """Stop accepting, finish in-flight messages, close the store."""
         if self.mllp is not None:
             await self.mllp.stop()
+        await self.escalation.stop()  # before delivery: its outbox rows get the last try too
         await self.delivery.stop()  # one last try of pending deliveries, then the workers end
         if self.http is not None:
             await self.http.cleanup()
@@ -270,8 +323,9 @@ def _bound_port(runner: web.AppRunner) -> int | None:
     return None
 
 
-async def serve(settings: Settings) -> int:
-    """`lisguard serve`: run until SIGTERM/SIGINT, then stop accepting and finish in-flight work."""
+async def serve(settings: Settings, config_path: Path | None = None) -> int:
+    """`lisguard serve`: run until SIGTERM/SIGINT, then stop accepting and finish in-flight work.
+    SIGHUP reloads the knowledge base and the ingest settings (lisguard.reload)."""
     key = install_key(settings)
     configure_logging(settings.log, key.derive(PSEUDONYM_PURPOSE))
     if key.generated:
@@ -280,20 +334,40 @@ async def serve(settings: Settings) -> int:
             path=key.source,
             advice="back this file up: the audit chain cannot be verified without it",
         )
-    service = Service(settings, key)
+    service = Service(settings, key, config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()  # held until done: the loop keeps weak references
+
+    def hangup() -> None:
+        task = asyncio.create_task(_reload_on_signal(service.reloader))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
         await service.start()
         await stop.wait()
         log.info("stopping")
     finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*reloads, return_exceptions=True)
         await service.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     return 0
+
+
+async def _reload_on_signal(reloader: Reloader) -> None:
+    """SIGHUP: reload; a refusal is logged by the reloader (the old knowledge stays)."""
+    try:
+        await reloader.reload(by="SIGHUP")
+    except ReloadRefused:
+        pass
+    except StoreError as exc:  # reloaded, but its audit event could not be written
+        log.error("reload_not_audited", error=str(exc))
 
 
 async def send(

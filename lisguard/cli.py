@@ -1,4 +1,5 @@
-"""Command line: serve, check, check-config, send, token, key, audit, db, purge."""
+"""Command line: serve, check, validate, check-config, send, token, key, audit, db, purge,
+replay."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from typing import TextIO
 
 from pydantic import ValidationError
 
-from lisguard import admin, app
+from lisguard import admin, app, replay_cli
 from lisguard.keys import InstallKeyError
 from lisguard.settings import Settings
 from lisguard.store.access import ROLES
 from lisguard.store.base import StoreError
+from lisguard.validation import run as validation
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,11 +31,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_check = sub.add_parser(
         "check", help="run the rules over HL7 files; print one JSON alert per line"
     )
-    p_check.add_argument("--config", type=Path, help="YAML settings file (knowledge files)")
+    p_check.add_argument("--config", type=Path, help="YAML settings file (knowledge, ingest)")
     p_check.add_argument(
         "--knowledge", type=Path, action="append", default=[], help="site knowledge file"
     )
     p_check.add_argument("files", type=Path, nargs="+")
+
+    p_val = sub.add_parser(
+        "validate",
+        help="run a site's historical feed through check; write a report to review and sign",
+    )
+    p_val.add_argument("--config", type=Path, help="YAML settings file (knowledge, ingest)")
+    p_val.add_argument("--out", type=Path, required=True, help="directory for report.html/json")
+    p_val.add_argument("--sample", type=int, default=20, help="alerts per rule to review (20)")
+    p_val.add_argument("--seed", type=int, default=0, help="seed of the random sample (0)")
+    p_val.add_argument("feeds", type=Path, nargs="+", help="feed files or directories")
 
     p_cfg = sub.add_parser("check-config", help="validate settings; print them without secrets")
     p_cfg.add_argument("--config", type=Path)
@@ -89,17 +101,53 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_purge.add_argument("--raw-days", type=int, help="override retention.raw_message_days")
     p_purge.add_argument("--audit-days", type=int, help="override retention.audit_event_days")
 
+    p_replay = sub.add_parser(
+        "replay", help="replay stored messages (dead letters after a fix) through ingest"
+    )
+    p_replay.add_argument("--config", type=Path, help="YAML settings file (store, knowledge)")
+    p_replay.add_argument("ids", type=int, nargs="*", help="message ids (the message browser's)")
+    p_replay.add_argument("--dead-letters", action="store_true", help="every dead letter")
+    p_replay.add_argument(
+        "--since", type=replay_cli.since_arg, help="with --dead-letters: received since then"
+    )
+    p_replay.add_argument("--reason", required=True, help="why (the fix made): kept in the audit")
+    p_replay.add_argument(
+        "--reevaluate",
+        action="store_true",
+        help="process accepted messages again with the knowledge in force (new alerts only)",
+    )
+    p_replay.add_argument("--dry-run", action="store_true", help="say what would happen only")
+
     args = parser.parse_args(argv)
+    if args.command == "replay" and not (args.ids or args.dead_letters):
+        p_replay.error("name message ids, or --dead-letters")
+    if args.command == "replay" and args.since and not args.dead_letters:
+        p_replay.error("--since goes with --dead-letters")
     try:
         if args.command == "check-config":
             return _check_config(args.config)
         settings = Settings.load(getattr(args, "config", None))
         if args.command == "serve":
-            return asyncio.run(app.serve(settings))
+            return asyncio.run(app.serve(settings, args.config))
         if args.command == "check":
             files = [*settings.knowledge.files, *args.knowledge]
             return app.check(
-                args.files, files, sys.stdout, sys.stderr, knowledge_dir=settings.knowledge.base_dir
+                args.files,
+                files,
+                sys.stdout,
+                sys.stderr,
+                knowledge_dir=settings.knowledge.base_dir,
+                policy=app.ingest_policy(settings),  # as serve takes them, T/D included
+            )
+        if args.command == "validate":
+            return validation.validate(
+                args.feeds,
+                args.out,
+                settings,
+                config=args.config,
+                sample=args.sample,
+                seed=args.seed,
+                command=" ".join(["lisguard", *(argv if argv is not None else sys.argv[1:])]),
             )
         if args.command == "token":
             if args.token_command == "create":
@@ -129,6 +177,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(
                 admin.purge(
                     settings, sys.stdout, raw_days=args.raw_days, audit_days=args.audit_days
+                )
+            )
+        if args.command == "replay":
+            return asyncio.run(
+                replay_cli.replay_command(
+                    settings,
+                    sys.stdout,
+                    ids=args.ids,
+                    dead=args.dead_letters,
+                    since=args.since,
+                    reason=args.reason,
+                    reevaluate=args.reevaluate,
+                    dry_run=args.dry_run,
                 )
             )
         if args.command == "send":

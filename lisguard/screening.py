@@ -9,6 +9,7 @@ every sample feed through both and compares them message by message
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -25,7 +26,7 @@ from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.domain.patient import PatientState, state_key
 from lisguard.hl7v2.ack import acknowledged
 from lisguard.hl7v2.relevance import Relevance
-from lisguard.intake import IngestPolicy, Verdict, read_message
+from lisguard.intake import IngestPolicy, Reading, Verdict, read_message
 
 
 class Screened(NamedTuple):
@@ -38,20 +39,35 @@ class Screened(NamedTuple):
     error: str = ""
 
 
+# How many message keys a run remembers to recognise resends. An interface engine resends within
+# minutes or hours, so the newest keys are the ones that matter; remembering every key made a
+# year's feed cost ~200 bytes a message (2 GB at 10 million). A resend arriving more than this
+# many messages after its original is screened as new (serve, which keeps every message, would
+# answer it as a duplicate): `forgotten` counts the keys let go, and `validate` reports it.
+RESEND_MEMORY = 100_000
+
+
 class Screening:
     """The state of one screening run: patients, messages seen, alerts raised."""
 
-    def __init__(self, kb: KnowledgeBase, policy: IngestPolicy | None = None) -> None:
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        policy: IngestPolicy | None = None,
+        resend_memory: int = RESEND_MEMORY,
+    ) -> None:
         self.kb = kb
         self.policy = policy or IngestPolicy()
         self.relevance = Relevance(kb)  # which messages need translating
         self.states: dict[str, PatientState] = {}
         # what serve's find_message would return: the content hash of the last message stored
         # under a key, and whether an ACK was stored with it (only then is a resend a duplicate).
-        # One entry a message for the whole run, so kept small - a str key and 33 bytes, about
-        # 200 bytes (tuples of str were 520) - and untracked by the garbage collector: a check
+        # One entry a message up to `resend_memory`, oldest let go first; kept small - a str key
+        # and 33 bytes (tuples of str were 520) - and untracked by the garbage collector: a check
         # of 100k messages once spent a third of its time rescanning 100k MessageKey objects.
-        self._last: dict[str, bytes] = {}
+        self._last: OrderedDict[str, bytes] = OrderedDict()
+        self.resend_memory = max(1, resend_memory)
+        self.forgotten = 0
         self._alert_ids: set[str] = set()
 
     def screen_all(self, texts: Iterable[str]) -> Iterator[Screened]:
@@ -59,7 +75,15 @@ class Screening:
             yield self.screen(text)
 
     def screen(self, text: str) -> Screened:
-        reading = read_message(text, self.policy, self.relevance)
+        return self.screen_reading(self.read(text))
+
+    def read(self, text: str) -> Reading:
+        """The first step of `screen`: what serve's intake reads of the message."""
+        return read_message(text, self.policy, self.relevance)
+
+    def screen_reading(self, reading: Reading) -> Screened:
+        """The rest of `screen`, for a caller that looks at the reading too (the segments,
+        MSH-7: `lisguard validate`); each message read is screened once, in order."""
         header, key = reading.header, reading.key
         verdict = reading.verdict
         if verdict in (Verdict.UNREADABLE, Verdict.UNTRANSLATABLE, Verdict.REFUSED):
@@ -67,7 +91,7 @@ class Screening:
             refused = verdict is Verdict.REFUSED
             # serve keeps it (a dead letter is filed under its key only if it has a control id)
             if key is not None and (refused or header.control_id):
-                self._last[_plain(key)] = _seen(reading.digest, True)  # an AE/AR always goes back
+                self._remember(_plain(key), _seen(reading.digest, True))  # an AE/AR goes back
             return Screened(
                 "rejected" if refused else "error", header.control_id, error=reading.error.reason
             )
@@ -75,9 +99,14 @@ class Screening:
         plain = _plain(key)
         previous = self._last.get(plain)
         if previous is not None and previous == _seen(reading.digest, True):
+            self._last.move_to_end(plain)  # resent once, likely resent again: kept longest
             return Screened("duplicate", key.control_id)
-        self._last[plain] = _seen(
-            reading.digest, acknowledged(header, ok=True, always_reply=self.policy.always_reply)
+        self._remember(
+            plain,
+            _seen(
+                reading.digest,
+                acknowledged(header, ok=True, always_reply=self.policy.always_reply),
+            ),
         )
         if verdict is Verdict.IGNORE:
             return Screened("ignored", key.control_id)
@@ -108,6 +137,15 @@ class Screening:
                 self._alert_ids.add(alert.id)
                 alerts.append(alert)
         return Screened("accepted", key.control_id, tuple(alerts))
+
+
+    def _remember(self, plain: str, seen: bytes) -> None:
+        last = self._last
+        last[plain] = seen
+        last.move_to_end(plain)  # the newest key under it: the last to be let go
+        if len(last) > self.resend_memory:
+            last.popitem(last=False)
+            self.forgotten += 1
 
 
 def _plain(key: MessageKey) -> str:

@@ -27,6 +27,7 @@ from lisguard.domain.engine import (
 )
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.knowledge import KnowledgeBase
+from lisguard.domain.knowledge_holder import KnowledgeHolder
 from lisguard.hl7v2.ack import AckError, Header, build_ack, peek_header, responses
 from lisguard.hl7v2.batch import Batch, build_batch_ack, read_batch
 from lisguard.hl7v2.framing import decode_bytes
@@ -34,12 +35,14 @@ from lisguard.hl7v2.printable import printable_message_type
 from lisguard.hl7v2.relevance import Relevance
 from lisguard.intake import CLINICAL_FAMILIES, IngestPolicy, Reading, Verdict, read_message
 from lisguard.message_records import ScopedStates, message_audit
+from lisguard.resends import Replay, note_duplicate
 from lisguard.store.base import (
     MESSAGE_RECEIVED,
     AuditEvent,
     NewMessage,
     Store,
     StoreDataError,
+    StoredMessage,
     StoreError,
 )
 
@@ -58,6 +61,7 @@ class IngestResult:
     error: str = ""
     flags: tuple[str, ...] = ()
     store_seconds: float = 0.0
+    message_id: int = 0  # the row stored for it (accepted or ignored), or its stored original
     sender: str = ""  # MSH-3@MSH-4 as sent (unbounded: metrics keep a bounded set)
     # a batch (outcome "batch"): one result per message; responses holds the one batch ACK
     parts: list[IngestResult] = field(default_factory=list)
@@ -89,49 +93,78 @@ class Ingestor:
     def __init__(
         self,
         store: Store,
-        kb: KnowledgeBase,
+        kb: KnowledgeBase | KnowledgeHolder,
         policy: IngestPolicy | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         routing: AlertRouting | None = None,
     ) -> None:
         self.store = store
-        self.kb = kb
+        # the one holder a reload swaps (lisguard.reload); the policy is swapped by assignment
+        self.knowledge = kb if isinstance(kb, KnowledgeHolder) else KnowledgeHolder(kb)
         self.policy = policy or IngestPolicy()
-        self.relevance = Relevance(kb)  # which messages need translating
+        self._relevance = Relevance(self.knowledge.kb)  # which messages need translating
         self.clock = clock
         self.routing = routing or AlertRouting()  # snooze, collapse, outbox rows
         self.listeners: list[AlertListener] = []
 
+    @property
+    def kb(self) -> KnowledgeBase:
+        return self.knowledge.kb
+
+    @property
+    def relevance(self) -> Relevance:
+        kb = self.knowledge.kb
+        if self._relevance.kb is not kb:  # the knowledge was reloaded: its codes, its cache
+            self._relevance = Relevance(kb)
+        return self._relevance
+
     async def ingest(
-        self, raw: bytes, *, peer: str = "", text: str | None = None, batched: bool = False
+        self,
+        raw: bytes,
+        *,
+        peer: str = "",
+        text: str | None = None,
+        batched: bool = False,
+        replay: Replay | None = None,
     ) -> IngestResult:
         """Process one message. `text` is the decoded message when the caller already split a
         batch (HTTP, files); otherwise `raw` is decoded here, honouring MSH-18, and may be a
         whole batch (an MLLP frame holding FHS/BHS...): see `ingest_batch`. `batched`: the
-        message is one of a batch, answered by exactly one ACK (for the batch ACK)."""
+        message is one of a batch, answered by exactly one ACK (for the batch ACK). `replay`: a
+        stored message sent again by an admin (lisguard.resends says what differs)."""
         if text is None:
             text = decode_bytes(raw)
             batch = read_batch(text)  # None at once for the usual frame: no batch segment
             if batch is not None:
                 return await self.ingest_batch(batch, peer=peer)
-        reading = read_message(text, self.policy, self.relevance)
-        result = await self._ingest_read(raw, reading, peer, batched)
+        # one knowledge base for the whole message, whatever a reload swaps in meanwhile
+        relevance = self.relevance
+        reading = read_message(text, self.policy, relevance)
+        result = await self._ingest_read(raw, reading, peer, batched, relevance.kb, replay)
         # MSH-3@MSH-4 as sent: metrics bound the series (lisguard.transport.metrics)
         result.sender = f"{reading.header.sending_application}@{reading.header.sending_facility}"
         return result
 
     async def _ingest_read(
-        self, raw: bytes, reading: Reading, peer: str, batched: bool
+        self,
+        raw: bytes,
+        reading: Reading,
+        peer: str,
+        batched: bool,
+        kb: KnowledgeBase | None = None,
+        replay: Replay | None = None,
     ) -> IngestResult:
+        kb = self.kb if kb is None else kb
+        keep = replay is None  # a replay refused again leaves no second dead letter
         verdict = reading.verdict
         if verdict is Verdict.UNREADABLE:
-            return await self._dead_letter(raw, reading, peer, batched)
+            return await self._dead_letter(raw, reading, peer, batched, keep)
         if verdict is Verdict.UNTRANSLATABLE:
             log.error("translate_failed", error=reading.failure)
-            return await self._dead_letter(raw, reading, peer, batched)
+            return await self._dead_letter(raw, reading, peer, batched, keep)
         if verdict is Verdict.REFUSED:
-            return await self._refuse(raw, reading, peer, batched)
+            return await self._refuse(raw, reading, peer, batched, keep)
         message, header, digest, clinical = (
             reading.message,
             reading.header,
@@ -143,22 +176,29 @@ class Ingestor:
         policy = self.policy
 
         started = time.perf_counter()
+        answered: StoredMessage | None = None
         try:
             async with self.store.transaction() as tx:
                 previous = await tx.find_message(key)
                 flags: tuple[str, ...] = ()
-                if previous is not None:
-                    if previous.content_hash == digest and previous.ack:
-                        return IngestResult(
-                            previous.ack.split("\n"),
-                            "duplicate",
-                            key.control_id,
-                            message.message_type,
-                        )
+                if replay is not None:
+                    answered = replay.answered_before(previous, digest)
+                    flags = replay.flags(previous, digest)
+                elif previous is not None and previous.content_hash == digest and previous.ack:
+                    answered = previous
+                elif previous is not None:
                     flags = ("control-id-reused",)
+                if answered is not None:  # the stored ACK again, nothing processed again
+                    return IngestResult(
+                        answered.ack.split("\n"),
+                        "duplicate",
+                        key.control_id,
+                        message.message_type,
+                        message_id=answered.id,
+                    )
                 outcome = Outcome({}, [], [])
                 # most messages (a CBC, a chemistry panel) say nothing the rules read: no state
-                if clinical is not None and touches_state(clinical, self.kb):
+                if clinical is not None and touches_state(clinical, kb):
                     # a test message reads and writes its own world's states (state_key)
                     patients = ScopedStates(tx, clinical.processing_id) if clinical.test else tx
                     states = await patients.load_patients(patient_keys(clinical))
@@ -173,7 +213,7 @@ class Ingestor:
                         # the survivor is written (locked); linked records are only read
                         states.update(await patients.load_patients(lock))
                         states.update(await patients.load_patients(read, lock=False))
-                    outcome = evaluate(clinical, states, self.kb)
+                    outcome = evaluate(clinical, states, kb)
                     for state in outcome.states.values():
                         await patients.save_patient(state)
                 acks = responses(
@@ -202,17 +242,22 @@ class Ingestor:
                 )
                 alerts = [a for a in outcome.alerts if a.id in new_ids]
                 events = message_audit(now, message_id, digest, message, flags, outcome, alerts)
+                if replay is not None:  # in the same transaction as what it did
+                    done = "accepted" if verdict is Verdict.PROCESS else "ignored"
+                    events.append(replay.processed(now, done, message_id, alerts, outcome.changes))
                 if alerts:
                     events += await self.routing.route(self.store.desk, tx, alerts, now)
                 await tx.add_audit(events)
         except StoreDataError as exc:
+            answered = None
             # the content, not the database: the same message would fail again, so AE and a
             # dead letter (the raw bytes store as they are), never "resend later"
             log.error("store_refused_content", control_id=key.control_id, error=str(exc))
             return await self._dead_letter(
-                raw, reading._replace(error=AckError("102", UNSTORABLE)), peer, batched
+                raw, reading._replace(error=AckError("102", UNSTORABLE)), peer, batched, keep
             )
         except StoreError as exc:
+            answered = None  # not answered from the store after all
             log.error("store_failed", control_id=key.control_id, error=str(exc))
             # the sender learns what to do, never the database's name, host or user (logged)
             err = AckError("207", "message not stored, resend later")
@@ -228,6 +273,9 @@ class Ingestor:
             return IngestResult(
                 acks, "unavailable", key.control_id, message.message_type, error=str(exc)
             )
+        finally:
+            if answered is not None and replay is None:  # a sender's resend: recorded
+                await note_duplicate(self.store, self.clock(), answered, peer)
         result = IngestResult(
             acks,
             "accepted" if verdict is Verdict.PROCESS else "ignored",
@@ -236,6 +284,7 @@ class Ingestor:
             alerts,
             flags=flags,
             store_seconds=time.perf_counter() - started,
+            message_id=message_id,
         )
         if alerts:
             for listener in self.listeners:
@@ -299,7 +348,7 @@ class Ingestor:
         )
 
     async def _refuse(
-        self, raw: bytes, reading: Reading, peer: str, batched: bool = False
+        self, raw: bytes, reading: Reading, peer: str, batched: bool = False, keep: bool = True
     ) -> IngestResult:
         assert reading.error is not None and reading.message is not None
         err = reading.error
@@ -313,13 +362,14 @@ class Ingestor:
             app_name=self.policy.app_name,
         )
         message_type = reading.message.message_type
-        await self._keep(raw, reading, acks, "AR", reading.key, message_type, peer)
+        if keep:
+            await self._keep(raw, reading, acks, "AR", reading.key, message_type, peer)
         return IngestResult(
             acks, "rejected", reading.header.control_id, message_type, error=err.reason
         )
 
     async def _dead_letter(
-        self, raw: bytes, reading: Reading, peer: str, batched: bool = False
+        self, raw: bytes, reading: Reading, peer: str, batched: bool = False, keep: bool = True
     ) -> IngestResult:
         """Unreadable content: answer AE (CE) saying why, and keep the bytes for inspection."""
         assert reading.error is not None
@@ -333,7 +383,8 @@ class Ingestor:
         )
         # a dead letter is filed under its control id only when it has one
         key = reading.key if reading.header.control_id else None
-        await self._keep(raw, reading, acks, "AE", key, "", peer)
+        if keep:
+            await self._keep(raw, reading, acks, "AE", key, "", peer)
         return IngestResult(acks, "error", reading.header.control_id, error=reading.error.reason)
 
     async def _keep(

@@ -320,6 +320,49 @@ class CdsSettings(BaseModel):
         return self
 
 
+class EscalationRoute(ChannelRestriction):
+    """A delivery channel that also gets escalations, and which (lisguard.alerting.escalation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # an enabled delivery channel (delivery.webhook or delivery.hl7): its receiver gets the
+    # escalation as a second delivery of the alert, marked escalated
+    channel: Literal["webhook", "hl7"]
+
+
+class EscalationSettings(BaseModel):
+    """HIGH alerts still open this long after they were raised escalate: a banner on every
+    page, a browser notification, and the channels listed here (lisguard.alerting.escalation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # minutes from the alert's creation to its escalation while nobody acknowledged it
+    after_minutes: float = Field(default=15.0, gt=0)
+    # how often a worker asks the store for HIGH alerts open past after_minutes
+    check_seconds: float = Field(default=15.0, gt=0)
+    channels: list[EscalationRoute] = Field(default_factory=list)
+
+    @field_validator("channels")
+    @classmethod
+    def _each_channel_once(cls, routes: list[EscalationRoute]) -> list[EscalationRoute]:
+        names = [r.channel for r in routes]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"channels: {', '.join(twice)} listed more than once")
+        return routes
+
+
+class DeskSettings(BaseModel):
+    """The technologist's queue (lisguard.domain.triage)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # baseline work-up reminders whose first dose or order is older than this many days go to
+    # the page's collapsed "Background" section, apart from the bench's work; 0: never
+    background_after_days: float = Field(default=7.0, ge=0)
+
+
 # keys that were printed in docs or defaults of earlier versions: anyone can reverse them
 PUBLISHED_KEYS = frozenset({"lisguard-dev-key", "change-me-to-a-long-random-secret"})
 
@@ -353,6 +396,20 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     cds: CdsSettings = Field(default_factory=CdsSettings)
+    desk: DeskSettings = Field(default_factory=DeskSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+
+    @model_validator(mode="after")
+    def _escalation_channels_are_on(self) -> Settings:
+        if not self.escalation.enabled:
+            return self
+        for route in self.escalation.channels:
+            if not getattr(self.delivery, route.channel).enabled:
+                raise ValueError(
+                    f"escalation.channels: {route.channel!r} is not switched on: set"
+                    f" delivery.{route.channel}.enabled (and its receiver), or leave it out"
+                )
+        return self
 
     @model_validator(mode="after")
     def _production_is_not_a_test_bench(self) -> Settings:

@@ -25,6 +25,8 @@ from lisguard.domain.patient import PatientState
 if TYPE_CHECKING:
     from lisguard.store.access import AccessStore
     from lisguard.store.desk import DeskStore
+    from lisguard.store.escalation import EscalationStore
+    from lisguard.store.message_search import MessageLog
 
 
 class StoreError(Exception):
@@ -183,4 +185,15 @@ class Store(Protocol):
     def desk(self) -> DeskStore:
         """Alert reviews, snoozes, collapsed repeats and the delivery outbox
         (lisguard.store.desk)."""
+        ...
+
+    @property
+    def escalations(self) -> EscalationStore:
+        """HIGH alerts left open too long (lisguard.store.escalation)."""
+        ...
+
+    @property
+    def message_log(self) -> MessageLog:
+        """The message browser's searches and what each message did
+        (lisguard.store.message_search)."""
         ...

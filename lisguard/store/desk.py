@@ -12,12 +12,13 @@ repeat of an unresolved lead alert within the collapse window: the lead's count 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from lisguard.domain.alerts import Alert
+from lisguard.domain.triage import OrderedTest, QueueKey
 from lisguard.store.base import AuditEvent, StoreError
 
 STATUSES = ("open", "acknowledged", "resolved", "snoozed", "collapsed")
@@ -30,6 +31,7 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "snooze": ("open", "acknowledged"),
 }
 OUTBOX_STATUSES = ("pending", "delivered", "failed")
+SECTIONS = ("all", "queue", "background")
 
 
 class AlertNotFound(StoreError):
@@ -105,8 +107,18 @@ class AlertQuery:
     patient: str | None = None  # patient key
     # alerts of test messages (MSH-11 T/D): None any, False production only, True test only
     test: bool | None = None
-    order: str = "queue"  # queue: most severe, then newest; newest: newest first
+    order: str = "queue"  # queue: most severe, then newest; newest: newest first; triage
     limit: int = 200
+    # -- order "triage" (lisguard.domain.triage: severity, transfusion waiting, event time)
+    # which ordered tests mean a transfusion is waiting (None: none do)
+    transfusion: Callable[[OrderedTest], bool] | None = None
+    # only the alerts after this place in the triage order (a page cursor); keyset, so an
+    # alert inserted meanwhile never shifts a later page
+    after: QueueKey | None = None
+    # "queue" leaves out the background (old baseline reminders, raised before
+    # `background_before`), "background" is only those, "all" both
+    section: str = "all"
+    background_before: datetime | None = None
 
 
 class DeskStore(Protocol):
@@ -173,6 +185,16 @@ class DeskStore(Protocol):
     async def get(self, alert_id: str) -> AlertRecord | None: ...
 
     async def search(self, query: AlertQuery) -> list[AlertRecord]: ...
+
+    async def count(self, query: AlertQuery) -> int:
+        """How many alerts the query's filters and section match (its limit and `after` do
+        not count)."""
+        ...
+
+    async def patient_counts(self, query: AlertQuery, patients: Sequence[str]) -> dict[str, int]:
+        """As `count`, per patient key of `patients` (the ones a page shows): how many alerts
+        each has in all pages."""
+        ...
 
     async def repeats(self, lead_id: str) -> list[AlertRecord]:
         """The alerts collapsed into this lead, newest first."""

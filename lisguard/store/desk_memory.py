@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from lisguard.domain.alerts import SEVERITY_RANK
+from lisguard.domain.triage import OrderedTest, is_background, queue_key
 from lisguard.store.desk import (
     UNRESOLVED,
     AlertNotFound,
@@ -250,8 +251,9 @@ class MemoryDesk:
         row = self._store._alerts.get(alert_id)
         return None if row is None else self._record(row)
 
-    async def search(self, query: AlertQuery) -> list[AlertRecord]:
-        found = [
+    def _matching(self, query: AlertQuery) -> list[tuple[int, AlertRecord]]:
+        before = query.background_before
+        return [
             (seq, r)
             for seq, r in self._committed()
             if (not query.statuses or r.status in query.statuses)
@@ -260,7 +262,16 @@ class MemoryDesk:
             and (not query.audiences or r.alert.audience.value in query.audiences)
             and (query.patient is None or r.alert.patient_key == query.patient)
             and (query.test is None or r.alert.test == query.test)
+            and (
+                query.section == "all"
+                or is_background(r.alert, r.created_at, before) == (query.section == "background")
+            )
         ]
+
+    async def search(self, query: AlertQuery) -> list[AlertRecord]:
+        found = self._matching(query)
+        if query.order == "triage":
+            return self._triaged(query, [r for _, r in found])
 
         def order(pair: tuple[int, AlertRecord]) -> tuple[Any, ...]:
             seq, r = pair
@@ -269,6 +280,27 @@ class MemoryDesk:
 
         found.sort(key=order, reverse=True)
         return [r for _, r in found[: max(query.limit, 0)]]
+
+    def _triaged(self, query: AlertQuery, records: list[AlertRecord]) -> list[AlertRecord]:
+        pending = query.transfusion or (lambda _: False)
+        keyed = [
+            (queue_key(r.alert, r.created_at, pending(OrderedTest.of(r.alert))), r) for r in records
+        ]
+        if query.after is not None:
+            keyed = [(k, r) for k, r in keyed if k < query.after]
+        keyed.sort(key=lambda p: p[0], reverse=True)
+        return [r for _, r in keyed[: max(query.limit, 0)]]
+
+    async def count(self, query: AlertQuery) -> int:
+        return len(self._matching(query))
+
+    async def patient_counts(self, query: AlertQuery, patients: Sequence[str]) -> dict[str, int]:
+        wanted = set(patients)
+        counts: dict[str, int] = {}
+        for _, r in self._matching(query):
+            if r.alert.patient_key in wanted:
+                counts[r.alert.patient_key] = counts.get(r.alert.patient_key, 0) + 1
+        return counts
 
     async def repeats(self, lead_id: str) -> list[AlertRecord]:
         found = [(seq, r) for seq, r in self._committed() if r.lead_id == lead_id]

@@ -7,11 +7,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from lisguard.domain.alerts import RULE_AUDIENCE, Audience
 from lisguard.store.desk import (
     UNRESOLVED,
     AlertNotFound,
-    AlertQuery,
     AlertRecord,
     Snooze,
     refuse_lift,
@@ -19,26 +17,14 @@ from lisguard.store.desk import (
     review_event,
     snooze_event,
 )
-from lisguard.store.memory import load_alert
+from lisguard.store.desk_sql_reads import ALERT_COLUMNS as _ALERT
+from lisguard.store.desk_sql_reads import SqlAlertReads
 from lisguard.store.outbox_sql import SqlOutbox
 
-_ALERT = (
-    "payload, message_id, created_at, status, id, lead_id, repeat_count, last_repeat_at,"
-    " acknowledged_by, acknowledged_at, ack_note, resolved_by, resolved_at, resolution,"
-    " resolution_reason, snooze_id"
-)
 _SNOOZE = "id, patient_key, rule, reason, created_by, created_at, expires_at, lifted_by, lifted_at"
-_SEVERITY_RANK = "CASE severity WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END"
-# the audience an alert stored before audiences existed reads as: its rule's (as Alert does);
-# the literals are enum values from the code, never request input
-_RULE_AUDIENCE = (
-    "CASE rule "
-    + " ".join(f"WHEN '{r.value}' THEN '{a.value}'" for r, a in RULE_AUDIENCE.items())
-    + f" ELSE '{Audience.BLOOD_BANK.value}' END"  # Alert's default for an unknown rule
-)
 
 
-class SqlDesk(SqlOutbox):
+class SqlDesk(SqlOutbox, SqlAlertReads):
     """The alert desk over either SQL backend (plumbing in lisguard.store.sql_common)."""
 
     def __init__(
@@ -49,42 +35,7 @@ class SqlDesk(SqlOutbox):
         parse_time: Callable[[Any], datetime],
     ) -> None:
         super().__init__(store, dialect, stamp, parse_time)
-        self._tiebreak = "seq" if self._pg else "rowid"
-        self._location = (
-            "payload->>'location'" if self._pg else "json_extract(payload, '$.location')"
-        )
         self._lock = " FOR UPDATE" if self._pg else ""  # SQLite: the one writer holds the lock
-        # MSH-11 of the message that raised the alert; alerts stored before it was kept are P
-        self._processing_id = (
-            "coalesce(payload->>'processing_id', 'P')"
-            if self._pg
-            else "coalesce(json_extract(payload, '$.processing_id'), 'P')"
-        )
-        # who acts on the alert (Audience); alerts stored before it was kept: their rule's
-        self._audience = (
-            f"coalesce(payload->>'audience', {_RULE_AUDIENCE})"
-            if self._pg
-            else f"coalesce(json_extract(payload, '$.audience'), {_RULE_AUDIENCE})"
-        )
-
-    def _record(self, r: Any) -> AlertRecord:
-        return AlertRecord(
-            alert=load_alert(r[0], r[4]),
-            message_id=int(r[1]),
-            created_at=self._parse(r[2]),
-            status=r[3],
-            lead_id=r[5],
-            repeat_count=int(r[6]),
-            last_repeat_at=self._time(r[7]),
-            acknowledged_by=r[8],
-            acknowledged_at=self._time(r[9]),
-            ack_note=r[10],
-            resolved_by=r[11],
-            resolved_at=self._time(r[12]),
-            resolution=r[13],
-            resolution_reason=r[14],
-            snooze_id=None if r[15] is None else int(r[15]),
-        )
 
     def _snooze(self, r: Any) -> Snooze:
         return Snooze(
@@ -292,61 +243,6 @@ class SqlDesk(SqlOutbox):
         return snooze
 
     # -- reads
-
-    async def get(self, alert_id: str) -> AlertRecord | None:
-        rows = await self._read(f"SELECT {_ALERT} FROM alerts WHERE id = ?", (alert_id,))
-        return self._record(rows[0]) if rows else None
-
-    async def search(self, query: AlertQuery) -> list[AlertRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if query.statuses:
-            where.append(f"status IN ({', '.join('?' * len(query.statuses))})")
-            params.extend(query.statuses)
-        for column, value in (
-            ("rule", query.rule),
-            (self._location, query.location),
-            ("patient_key", query.patient),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.audiences:
-            where.append(f"{self._audience} IN ({', '.join('?' * len(query.audiences))})")
-            params.extend(query.audiences)
-        if query.test is not None:
-            where.append(f"{self._processing_id} {'<>' if query.test else '='} 'P'")
-        sql = f"SELECT {_ALERT} FROM alerts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        first = f"{_SEVERITY_RANK} DESC, " if query.order == "queue" else ""
-        sql += f" ORDER BY {first}created_at DESC, {self._tiebreak} DESC LIMIT ?"
-        params.append(max(query.limit, 0))
-        return [self._record(r) for r in await self._read(sql, params)]
-
-    async def repeats(self, lead_id: str) -> list[AlertRecord]:
-        rows = await self._read(
-            f"SELECT {_ALERT} FROM alerts WHERE lead_id = ?"
-            f" ORDER BY created_at DESC, {self._tiebreak} DESC",
-            (lead_id,),
-        )
-        return [self._record(r) for r in rows]
-
-    async def counts(self, *, test: bool = False) -> dict[str, int]:
-        rows = await self._read(
-            f"SELECT status, count(*) FROM alerts WHERE {self._processing_id}"
-            f" {'<>' if test else '='} 'P' GROUP BY status"
-        )
-        return {r[0]: int(r[1]) for r in rows}
-
-    async def locations(self) -> list[str]:
-        rows = await self._read(
-            f"SELECT DISTINCT {self._location} FROM alerts"
-            f" WHERE status IN (?, ?) AND lead_id IS NULL AND {self._location} <> ''"
-            " ORDER BY 1",
-            UNRESOLVED,
-        )
-        return [r[0] for r in rows]
 
     async def get_snooze(self, snooze_id: int) -> Snooze | None:
         rows = await self._read(f"SELECT {_SNOOZE} FROM snoozes WHERE id = ?", (snooze_id,))

@@ -216,6 +216,12 @@ class MemoryStore:
         from lisguard.store.desk_memory import MemoryDesk
 
         self.desk = MemoryDesk(self)  # alert desk: reviews, snoozes, repeats, outbox
+        from lisguard.store.escalation_memory import MemoryEscalations
+
+        self.escalations = MemoryEscalations(self)  # HIGH alerts left open too long
+        from lisguard.store.message_search import MemoryMessageLog
+
+        self.message_log = MemoryMessageLog(self)  # the message browser
 
     # -- lifecycle
 

@@ -49,6 +49,7 @@ from lisguard.store.base import (
     Transaction,
 )
 from lisguard.store.desk_sql import SqlDesk
+from lisguard.store.escalation_sql import SqlEscalations
 from lisguard.store.memory import (
     chain_rows,
     load_alert,
@@ -57,6 +58,7 @@ from lisguard.store.memory import (
     message_row,
     utc,
 )
+from lisguard.store.message_search import SqlMessageLog
 from lisguard.store.migrations import apply_postgres
 
 T = TypeVar("T")
@@ -209,6 +211,8 @@ class PostgresStore:
         self._where = redact_dsn(dsn)
         self.access = SqlAccess(self, "postgres", utc, utc)  # tokens, audit search, retention
         self.desk = SqlDesk(self, "postgres", utc, utc)  # alert desk and outbox
+        self.escalations = SqlEscalations(self, "postgres", utc, utc)  # open too long
+        self.message_log = SqlMessageLog(self, "postgres", utc, utc)  # the message browser
         self.live_origin = pg_live.new_origin()  # tags this store's change notifications
         self._pool: Any = None
 

@@ -48,6 +48,7 @@ from lisguard.store.base import (
     Transaction,
 )
 from lisguard.store.desk_sql import SqlDesk
+from lisguard.store.escalation_sql import SqlEscalations
 from lisguard.store.memory import (
     chain_rows,
     load_alert,
@@ -56,6 +57,7 @@ from lisguard.store.memory import (
     message_row,
     utc,
 )
+from lisguard.store.message_search import SqlMessageLog
 from lisguard.store.migrations import apply_sqlite
 from lisguard.store.sqlite_writer import GroupWriter, InlineConnection
 
@@ -162,6 +164,8 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self.access = SqlAccess(self, "sqlite", _ts, _parse_ts)  # tokens, audit search, retention
         self.desk = SqlDesk(self, "sqlite", _ts, _parse_ts)  # alert desk and outbox
+        self.escalations = SqlEscalations(self, "sqlite", _ts, _parse_ts)  # open too long
+        self.message_log = SqlMessageLog(self, "sqlite", _ts, _parse_ts)  # the message browser
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r}, synchronous={self.synchronous})"

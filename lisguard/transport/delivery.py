@@ -22,8 +22,9 @@ from lisguard.alerting.outbox import (
     accepts_test,
 )
 from lisguard.alerting.routing import AlertRouting, ChannelRoute
-from lisguard.settings import ChannelRestriction, DeliverySettings
+from lisguard.settings import ChannelRestriction, DeliverySettings, EscalationSettings
 from lisguard.store.base import Store, StoreError
+from lisguard.transport.escalation_delivery import escalation_channels
 from lisguard.transport.hl7_outbound import Hl7Channel
 from lisguard.transport.metrics import Metrics
 from lisguard.transport.webhook import WebhookChannel
@@ -56,12 +57,25 @@ def route(channel: Channel, restriction: ChannelRestriction) -> ChannelRoute:
 
 class Delivery:
     def __init__(
-        self, store: Store, settings: DeliverySettings, metrics: Metrics | None = None
+        self,
+        store: Store,
+        settings: DeliverySettings,
+        metrics: Metrics | None = None,
+        escalation: EscalationSettings | None = None,
     ) -> None:
         retry = RetryPolicy(
             settings.retry.initial_seconds, settings.retry.max_seconds, settings.retry.max_attempts
         )
         enabled = channels(settings)
+        # escalations go out on outbox channels of their own, never with new alerts' routing
+        escalating = escalation_channels(
+            store,
+            escalation or EscalationSettings(),
+            settings.webhook,
+            settings.hl7,
+            settings.public_url,
+        )
+        self.escalation_routes = tuple(r for _, r in escalating)
         self.workers = [
             OutboxWorker(
                 store,
@@ -71,7 +85,7 @@ class Delivery:
                 lease_seconds=settings.lease_seconds,
                 observer=metrics.delivered if metrics is not None else None,
             )
-            for channel, _ in enabled
+            for channel, _ in [*enabled, *escalating]
         ]
         if metrics is not None:  # outbox gauges read from the store at each scrape
             metrics.channels(w.channel.name for w in self.workers)

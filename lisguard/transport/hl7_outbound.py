@@ -42,6 +42,11 @@ class Hl7Channel:
             receiving_application=s.receiving_application,
             receiving_facility=s.receiving_facility,
         )
+        return await self.send(message, control_id(record.alert))
+
+    async def send(self, message: str, sent_id: str) -> Attempt:
+        """Send one ORU on the kept connection and judge its ACK (MSA-2 must be `sent_id`)."""
+        s = self.settings
         try:
             if self._client is None:
                 client = MllpClient(s.host, s.port, timeout=s.ack_timeout_seconds)
@@ -51,7 +56,7 @@ class Hl7Channel:
         except (OSError, TimeoutError, ConnectionError) as exc:
             await self.close()  # the connection's state is unknown: start afresh
             return Attempt(False, detail=f"{type(exc).__name__}: {exc}"[:300])
-        return self._judge(ack, control_id(record.alert))
+        return self._judge(ack, sent_id)
 
     def _judge(self, ack: str, sent_id: str) -> Attempt:
         try:

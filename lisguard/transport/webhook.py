@@ -117,17 +117,22 @@ class WebhookChannel:
             )
         self._session: aiohttp.ClientSession | None = None
 
-    def headers(self, record: AlertRecord, body: bytes) -> dict[str, str]:
-        alert_id = record.alert.id  # hex: never a "." that would blur the signed fields
-        headers = {"Content-Type": "application/json", "Idempotency-Key": alert_id}
+    def headers(self, msg_id: str, body: bytes) -> dict[str, str]:
+        # msg_id: the alert id (hex: never a "." that would blur the signed fields), or its
+        # escalation's id (lisguard.transport.escalation_delivery)
+        headers = {"Content-Type": "application/json", "Idempotency-Key": msg_id}
         if self._secret is not None and self._key is not None:
-            headers.update(standard_headers(self._key, alert_id, int(self.clock()), body))
+            headers.update(standard_headers(self._key, msg_id, int(self.clock()), body))
             headers[SIGNATURE_HEADER] = signature(self._secret, body)
         return headers
 
     async def deliver(self, record: AlertRecord) -> Attempt:
         body = json.dumps(payload(record, self.public_url), ensure_ascii=False).encode()
-        headers = self.headers(record, body)
+        return await self.post(body, record.alert.id)
+
+    async def post(self, body: bytes, msg_id: str) -> Attempt:
+        """POST one signed body; 2xx delivered, 5xx and RETRY_STATUSES retried later."""
+        headers = self.headers(msg_id, body)
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self.settings.timeout_seconds)
             self._session = aiohttp.ClientSession(timeout=timeout)

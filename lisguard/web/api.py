@@ -26,13 +26,14 @@ from lisguard.domain.knowledge import KnowledgeBase
 from lisguard.store.base import Store
 from lisguard.store.desk import (
     RESOLUTIONS,
+    SECTIONS,
     STATUSES,
     UNRESOLVED,
     AlertNotFound,
     AlertQuery,
     TransitionRefused,
 )
-from lisguard.web import auth, csrf
+from lisguard.web import auth, csrf, queue
 from lisguard.web.live import LiveFeed
 from lisguard.web.views import (
     AUDIENCE_TITLES,
@@ -184,6 +185,8 @@ def audience_filter(value: str) -> tuple[str, ...]:
 
 
 async def list_alerts(request: web.Request) -> web.Response:
+    """The queue in triage order (lisguard.web.queue): `section` queue | background | all,
+    `limit` per page, `cursor` the `next_cursor` of the page before."""
     q = request.query
     status = q.get("status", ",".join(UNRESOLVED))
     statuses: tuple[str, ...] = ()
@@ -205,6 +208,10 @@ async def list_alerts(request: web.Request) -> web.Response:
     test = q.get("test", "exclude")
     if test not in TEST_FILTER:
         raise ApiError(400, f"test must be one of {', '.join(TEST_FILTER)}")
+    section = q.get("section", "all")
+    if section not in SECTIONS:
+        raise ApiError(400, f"section must be one of {', '.join(SECTIONS)}")
+    orders = queue.transfusion_orders(request.app[KB])
     query = AlertQuery(
         statuses=statuses,
         rule=rule,
@@ -213,11 +220,17 @@ async def list_alerts(request: web.Request) -> web.Response:
         patient=q.get("patient") or None,
         test=TEST_FILTER[test],
         limit=limit,
+        transfusion=orders,
+        section=section,
     )
     store = request.app[STORE]
-    records = await store.desk.search(query)
-    views = [alert_view(r, await store.desk.deliveries(r.alert.id)) for r in records]
-    return web.json_response({"alerts": views, "count": len(views)})
+    settings = queue.desk_settings(request.app)
+    try:
+        page = await queue.read_page(store.desk, query, q.get("cursor"), now(), settings)
+    except queue.BadCursor as exc:
+        raise ApiError(400, str(exc)) from None
+    body = await queue.page_json(store, page, orders, section, settings)
+    return web.json_response(body)
 
 
 async def get_alert(request: web.Request) -> web.Response:
@@ -228,7 +241,11 @@ async def get_alert(request: web.Request) -> web.Response:
         raise ApiError(404, f"no alert {alert_id!r}")
     deliveries = await store.desk.deliveries(alert_id)
     repeats = await store.desk.repeats(alert_id)
-    return web.json_response(alert_view(record, deliveries, repeats))
+    marks = await store.escalations.marks([alert_id])
+    view = alert_view(record, deliveries, repeats, escalated_at=marks.get(alert_id))
+    before = queue.background_before(queue.desk_settings(request.app), now())
+    view["triage"] = queue.triage_view(record, queue.transfusion_orders(request.app[KB]), before)
+    return web.json_response(view)
 
 
 async def _changed(request: web.Request, alert_id: str) -> dict[str, Any]:

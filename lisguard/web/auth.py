@@ -67,6 +67,13 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/api/audit/export"): "manager",
     ("GET", "/api/audit/verify"): "manager",
     ("GET", "/api/reports/daily"): "manager",
+    # the message browser (lisguard.web.messages_api): reads audited there as phi.read;
+    # replaying messages and reloading the knowledge change what lisguard knows: admins only
+    ("GET", "/api/messages"): "manager",
+    ("GET", "/api/messages/{message_id}"): "manager",
+    ("POST", "/api/messages/replay"): "admin",
+    ("GET", "/api/knowledge"): "manager",
+    ("POST", "/api/admin/knowledge/reload"): "admin",
     # the technologist page's API (lisguard.web.routes, issue 4): queue, actions, patients,
     # snoozes, live events
     ("GET", "/api/meta"): "technologist",
@@ -80,6 +87,12 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/api/snoozes"): "technologist",
     ("POST", "/api/snoozes"): "technologist",
     ("DELETE", "/api/snoozes/{snooze_id}"): "technologist",
+    # the escalation banner on every page (lisguard.web.escalation_api; names no patient)
+    ("GET", "/api/escalations"): "technologist",
+    # print and hand-over (lisguard.web.print_api): the special-requirements slip, the shift
+    # hand-over; both audited there
+    ("GET", "/api/patients/{patient_key}/slip"): "technologist",
+    ("GET", "/api/handover"): "technologist",
     # alerts as FHIR DetectedIssue (lisguard.web.fhir_api; audited there). The CDS Hooks routes
     # (/cds-services) are not listed: the EHR's JWT is their credential (lisguard.web.cds_auth)
     ("GET", "/fhir/DetectedIssue"): "technologist",

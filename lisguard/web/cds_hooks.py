@@ -41,6 +41,7 @@ from lisguard.domain.engine import (
 )
 from lisguard.domain.facts import ClinicalMessage, PatientId
 from lisguard.domain.knowledge import KnowledgeBase
+from lisguard.domain.knowledge_holder import KnowledgeHolder
 from lisguard.domain.patient import PatientState
 from lisguard.fhir.cards import card
 from lisguard.fhir.orders import Drafts, FhirInputError, patient_id, read_drafts, read_history
@@ -126,13 +127,17 @@ class Feedback(BaseModel):
 @dataclass
 class CdsService:
     store: Store
-    kb: KnowledgeBase
+    knowledge: KnowledgeHolder  # the holder: a reload swaps its kb (one kb per call: _cards)
     settings: CdsSettings
     verifier: JwtVerifier
     public_url: str
     # a draft is dated at the request, in the wall-clock time the feeds' naive times use
     clock: Callable[[], datetime] = field(default=lambda: datetime.now().replace(microsecond=0))
     issued: OrderedDict[str, dict[str, str]] = field(default_factory=OrderedDict)
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        return self.knowledge.kb
 
     def remember(self, uuid: str, what: dict[str, str]) -> None:
         self.issued[uuid] = what
@@ -368,7 +373,7 @@ def install(
     `cds.enabled`: off, each answers 404)."""
     audience = settings.audience or public_url.rstrip("/") + "/cds-services"
     app[CDS] = CdsService(
-        ingestor.store, ingestor.kb, settings, JwtVerifier(settings, audience), public_url
+        ingestor.store, ingestor.knowledge, settings, JwtVerifier(settings, audience), public_url
     )
     r = app.router
     r.add_get("/cds-services", discovery)

@@ -21,6 +21,7 @@ from aiohttp import web
 from lisguard.domain.engine import MAX_ALIAS_HOPS
 from lisguard.domain.identity import Identifier
 from lisguard.domain.knowledge import KnowledgeBase
+from lisguard.domain.knowledge_holder import KnowledgeHolder
 from lisguard.fhir.resources import detected_issue, searchset
 from lisguard.services import Ingestor
 from lisguard.store.base import AuditEvent, Store
@@ -33,10 +34,17 @@ MAX_COUNT = 500
 
 
 class FhirApi:
-    def __init__(self, store: Store, kb: KnowledgeBase, public_url: str) -> None:
-        self.store, self.kb = store, kb
+    def __init__(self, store: Store, knowledge: KnowledgeHolder, public_url: str) -> None:
+        self.store, self.knowledge = store, knowledge  # the holder: a reload swaps its kb
         self.base = public_url.rstrip("/") + "/fhir"
-        self.drug_names = {d.id: d.name for d in kb.drugs.values()}
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        return self.knowledge.kb
+
+    @property
+    def drug_names(self) -> dict[str, str]:
+        return {d.id: d.name for d in self.kb.drugs.values()}
 
     def resource(self, record: AlertRecord) -> dict[str, Any]:
         alert = record.alert
@@ -123,6 +131,6 @@ async def read(request: web.Request) -> web.Response:
 
 
 def install(app: web.Application, *, ingestor: Ingestor, public_url: str) -> None:
-    app[FHIR] = FhirApi(ingestor.store, ingestor.kb, public_url)
+    app[FHIR] = FhirApi(ingestor.store, ingestor.knowledge, public_url)
     app.router.add_get("/fhir/DetectedIssue", search)
     app.router.add_get("/fhir/DetectedIssue/{alert_id}", read)

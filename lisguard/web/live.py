@@ -103,10 +103,12 @@ class LiveFeed:
             if record is None:
                 return
             deliveries = await self.store.desk.deliveries(record.alert.id)
+            marks = await self.store.escalations.marks([record.alert.id])
         except StoreError as exc:  # the page reloads on its own; never fail the caller
             log.warning("live_update_failed", error=str(exc))
             return
-        self.publish("alert", alert_view(record, deliveries))
+        escalated_at = marks.get(record.alert.id)
+        self.publish("alert", alert_view(record, deliveries, escalated_at=escalated_at))
 
     async def on_alerts(self, alerts: Sequence[Alert]) -> None:
         """Ingestor listener. Publishes in the background: the ACK is not held up by it."""

@@ -11,13 +11,14 @@ manager routes from lisguard.web.audit_api) lists every route: a test keeps it t
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from lisguard.services import Ingestor
-from lisguard.web import api, audit_api
+from lisguard.web import api, audit_api, print_api
 from lisguard.web.live import LiveFeed
 
 HERE = Path(__file__).resolve().parent
@@ -43,6 +44,15 @@ async def openapi(request: web.Request) -> web.Response:
 OPENAPI_KEY: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
 
 
+def _replace_state(app: web.Application, key: web.AppKey[Any], value: Any) -> None:
+    """A reloaded knowledge base for the handlers that read app[api.KB] per request (and for
+    caches keyed on it). aiohttp warns that a running app's state should not change; this one
+    value is swapped whole by design (lisguard.reload), so the warning is silenced here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app[key] = value
+
+
 def install(app: web.Application, ingestor: Ingestor) -> None:
     """Add the page, the alert API and the live feed (`app[api.LIVE]`: the delivery workers
     publish status changes to it)."""
@@ -50,6 +60,7 @@ def install(app: web.Application, ingestor: Ingestor) -> None:
     ingestor.listeners.append(feed.on_alerts)
     app[api.STORE] = ingestor.store
     app[api.KB] = ingestor.kb
+    ingestor.knowledge.on_swap(lambda kb: _replace_state(app, api.KB, kb))
     app[api.LIVE] = feed
     app[api.CHANNELS] = ingestor.routing.names
     app[OPENAPI_KEY] = openapi_document()
@@ -83,3 +94,4 @@ def install(app: web.Application, ingestor: Ingestor) -> None:
     r.add_get("/api/snoozes", api.list_snoozes)
     r.add_post("/api/snoozes", api.add_snooze)
     r.add_delete("/api/snoozes/{snooze_id}", api.lift_snooze)
+    print_api.install(app)  # the slip and the shift hand-over, with their print pages

@@ -62,6 +62,8 @@ def alert_view(
     record: AlertRecord,
     deliveries: list[OutboxItem] | None = None,
     repeats: list[AlertRecord] | None = None,
+    *,
+    escalated_at: datetime | None = None,  # store.escalations.marks: HIGH, left open too long
 ) -> dict[str, Any]:
     alert = record.alert
     view: dict[str, Any] = {
@@ -79,6 +81,7 @@ def alert_view(
         "acknowledged": None,
         "resolved": None,
         "snooze_id": record.snooze_id,
+        "escalated_at": _time(escalated_at),  # stays after an acknowledgement: it happened
         "deliveries": [delivery_view(d) for d in deliveries or []],
         "links": links(alert.id, alert.patient_key, alert.processing_id),
     }
@@ -100,6 +103,10 @@ def alert_view(
             {
                 "id": r.alert.id,
                 "order": r.alert.order,
+                # the test each repeat was about, as ordered, and its specimen's collection
+                "order_code": r.alert.order_code,
+                "order_text": r.alert.order_text,
+                "collected": _time(r.alert.collected),
                 "message": r.alert.message,
                 "event_time": _time(r.alert.event_time),
                 "created_at": _time(r.created_at),
@@ -124,10 +131,27 @@ def snooze_view(snooze: Snooze, now: datetime) -> dict[str, Any]:
     }
 
 
+def identifiers(summary: PatientSummary) -> dict[str, str]:
+    """Name and date of birth as lisguard last heard them (the record's, else its newest
+    alert's), and the MRN with its assigning authority."""
+    name = birth = ""
+    if summary.state is not None:
+        name, birth = summary.state.name, summary.state.birth_date
+    for record in summary.alerts:  # newest first
+        if name and birth:
+            break
+        name = name or record.alert.patient_name
+        birth = birth or record.alert.birth_date
+    mrn, _, authority = summary.key.partition("^")
+    return {"name": name, "birth_date": birth, "mrn": mrn, "authority": authority}
+
+
 def patient_view(summary: PatientSummary, now: datetime) -> dict[str, Any]:
     state = summary.state
     return {
         "patient_key": summary.key,
+        # two identifiers before anything is done for a patient (name, DOB; MRN^authority)
+        "identifiers": identifiers(summary),
         # the key asked for when it is a retired identifier, merged into patient_key
         "requested_key": summary.requested or None,
         "on_file": state is not None,

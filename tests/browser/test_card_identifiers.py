@@ -41,13 +41,32 @@ async def test_a_card_shows_two_identifiers_and_the_test(
     ]
     page = await open_page(browser, service)
     card = page.locator(f'article[data-id="{screen.id}"]')
-    await expect(card.locator(".ids")).to_contain_text("HALVORSEN, INGRID M")
-    await expect(card.locator(".ids")).to_contain_text("DOB 1952-03-14")
-    await expect(card.locator(".ids")).to_contain_text("MRN MRN900 (HOSP)")
+    # the identifiers head the patient's group of cards (the triaged queue: one per patient)
+    ids = page.locator(".patient-group", has=card).locator(".ids")
+    await expect(ids).to_contain_text("HALVORSEN, INGRID M")
+    await expect(ids).to_contain_text("DOB 1952-03-14")
+    await expect(ids).to_contain_text("MRN MRN900 (HOSP)")
     await expect(card.locator(".facts")).to_contain_text("Test TYPE AND SCREEN · BBTS")
     await expect(card.locator(".facts")).to_contain_text("Collected 2026-03-02 07:45")
     baseline = page.locator("article.alert", has_text="Baseline work-up")
-    await expect(baseline.locator(".ids")).to_contain_text("HALVORSEN, INGRID M")
+    await expect(page.locator(".patient-group", has=baseline).locator(".ids")).to_contain_text(
+        "HALVORSEN, INGRID M"
+    )
     await expect(baseline.locator(".facts")).not_to_contain_text("Test ")  # a dose, not a test
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "technologist-two-identifiers.png"), full_page=True)
+
+
+async def test_a_patient_link_opens_the_patient_view(browser: Browser, service: Service) -> None:
+    """A CDS Hooks card's source link (/#patient=KEY) opens that patient's view."""
+    await send(service, DOSE.format(mrn="MRN901"))
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    await page.goto(f"http://127.0.0.1:{service.http_port}/#patient=MRN901%5EHOSP")
+    dialog = page.locator("#patient-dialog")
+    await expect(dialog).to_be_visible()
+    await expect(dialog).to_contain_text("HALVORSEN, INGRID M")
+    await expect(dialog).to_contain_text("Daratumumab")
+    # a link to a patient lisguard never heard of says so, it does not fail silently
+    await page.goto(f"http://127.0.0.1:{service.http_port}/#patient=NOBODY%5EHOSP")
+    await page.reload()
+    await expect(page.locator("#patient-dialog")).to_contain_text("knows nothing")

@@ -53,7 +53,10 @@ async def test_alert_appears_live_and_is_acknowledged(browser: Browser, service:
     assert await page.evaluate("window.__sameDocument === true")
     await expect(card.locator(".sev")).to_contain_text("HIGH")  # severity as text, not colour only
     await expect(card).to_contain_text("Use 0.2 M DTT-treated reagent cells")
-    await expect(card).to_contain_text("MRN03001")
+    # the patient's identifiers head the card's group (one header per patient)
+    await expect(page.locator(".patient-group", has=card).locator(".ids")).to_contain_text(
+        "MRN03001"
+    )
 
     await card.get_by_role("button", name="Acknowledge").click()
     await page.fill("#ack-note", "DTT cells requested")

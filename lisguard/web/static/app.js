@@ -1,15 +1,15 @@
-// The technologist page: the alert queue, live over server-sent events, with acknowledge,
-// resolve, snooze and the patient view (patient.js). Plain JavaScript, no build step. Every value from the
+// The technologist page: the alert queue (queue.js: triage order, patient groups, paging),
+// live over server-sent events, with acknowledge, resolve, snooze and the patient view
+// (patient.js). Plain JavaScript, no build step. Every value from the
 // API is put into the page as text (never as markup). Requests that change something carry the
 // session's CSRF token (from /api/me) in X-Lisguard-CSRF: the server refuses them without it.
 "use strict";
 
-const SEVERITY_RANK = { high: 3, medium: 2, low: 1 };
 const STATUS_TEXT = {
   open: "Open", acknowledged: "Acknowledged", resolved: "Resolved",
   snoozed: "Snoozed", collapsed: "Collapsed into another alert",
 };
-const state = { alerts: new Map(), meta: null, fresh: new Set(), current: null, csrf: "" };
+const state = { meta: null, fresh: new Set(), current: null, csrf: "" };
 const SAFE_METHODS = ["GET", "HEAD"];
 const $ = (id) => document.getElementById(id);
 
@@ -120,22 +120,6 @@ function fillSelect(select, options, allLabel) {
   if ([...select.options].some((o) => o.value === keep)) select.value = keep;
 }
 
-async function loadQueue() {
-  const f = filters();
-  const params = new URLSearchParams({ status: f.status, test: f.test });
-  if (f.rule) params.set("rule", f.rule);
-  if (f.location) params.set("location", f.location);
-  if (f.audience) params.set("audience", f.audience);
-  try {
-    const data = await api(`/api/alerts?${params}`);
-    state.alerts = new Map(data.alerts.map((a) => [a.id, a]));
-    showBanner("");
-    render();
-  } catch (error) {
-    if (error.status !== 401) showBanner(`Could not load the queue: ${error.message}`);
-  }
-}
-
 // counts and filter choices: refreshed at once, then at most every 300 ms during a burst
 let metaCooling = false;
 let metaAgain = false;
@@ -149,59 +133,7 @@ function refreshMetaSoon() {
   }, 300);
 }
 
-// ------------------------------------------------------------------ the queue
-
-function ordered() {
-  return [...state.alerts.values()].sort((a, b) =>
-    (SEVERITY_RANK[b.alert.severity] || 0) - (SEVERITY_RANK[a.alert.severity] || 0)
-    || (b.created_at || "").localeCompare(a.created_at || ""));
-}
-
-function render() {
-  const queue = $("queue");
-  const target = location.hash.startsWith("#alert=") ? location.hash.slice(7) : null;
-  queue.replaceChildren(...ordered().map((view) => card(view, view.id === target)));
-  $("empty").hidden = state.alerts.size > 0;
-  state.fresh.clear();
-}
-
-function card(view, isTarget) {
-  const a = view.alert;
-  const sev = a.severity;
-  const classes = [`alert`, `sev-${sev}`, `status-${view.status}`];
-  if (a.test) classes.push("test");
-  if (state.fresh.has(view.id)) classes.push("fresh");
-  if (isTarget) classes.push("target");
-  return el("article", { class: classes.join(" "), "data-id": view.id, "data-status": view.status },
-    el("div", { class: "sev" }, sev.toUpperCase(), el("small", {}, "severity")),
-    el("div", { class: "body" },
-      el("h2", {}, a.test ? el("span", { class: "test-badge",
-        title: `raised by a test message (MSH-11 ${a.processing_id}): not a real patient alert` },
-      "TEST") : null, view.rule_title,
-        view.count > 1 ? el("span", { class: "repeat", title: "identical alerts collapsed into this one" }, `×${view.count}`) : null,
-        audienceBadge(view)),
-      // two identifiers before anything is done for a patient: name and date of birth with
-      // the MRN; then the test as ordered and when its specimen was collected
-      el("p", { class: "ids" },
-        el("b", { class: "name" }, a.patient_name || "name not received"),
-        " · DOB ", el("b", {}, a.birth_date || "—"),
-        " · MRN ", el("b", {}, a.patient), a.patient_authority ? ` (${a.patient_authority})` : ""),
-      el("p", { class: "facts" },
-        a.order_text || a.order_code
-          ? ["Test ", el("b", {}, [a.order_text, a.order_code].filter(Boolean).join(" · ")), " · "]
-          : null,
-        "Order ", el("b", {}, a.order || "—"),
-        a.collected ? [" · Collected ", el("b", {}, when(a.collected))] : null,
-        " · Location ", el("b", {}, a.location || "—"),
-        " · Event ", el("b", {}, when(a.event_time) || "—"),
-        " · Raised ", when(view.created_at)),
-      el("p", { class: "text" }, a.text),
-      el("ul", { class: "recs" }, a.recommendations.map((code) =>
-        el("li", {}, view.meanings[code] || code, el("code", {}, code)))),
-      statusLine(view),
-      deliveryLine(view)),
-    el("div", { class: "actions" }, actions(view)));
-}
+// ------------------------------------------------------------------ card parts (queue.js)
 
 // who acts on the alert, in words (the page's filter and the channels' restriction use it too)
 function audienceBadge(view) {
@@ -259,19 +191,15 @@ function actions(view) {
   return buttons;
 }
 
-function upsert(view) {
-  if (matches(view)) {
-    if (!state.alerts.has(view.id)) state.fresh.add(view.id);
-    state.alerts.set(view.id, view);
-  } else {
-    state.alerts.delete(view.id);
-  }
-  render();
-}
-
 // ------------------------------------------------------------------ actions
 
-const subject = (view) => `${view.rule_title} · patient ${view.alert.patient} · order ${view.alert.order}`;
+// two identifiers before anything is done for a patient: name, date of birth, MRN
+function subject(view) {
+  const a = view.alert;
+  const mrn = a.patient_authority ? `${a.patient} (${a.patient_authority})` : a.patient;
+  return `${view.rule_title} · ${a.patient_name || "name not received"} · DOB ${a.birth_date || "—"}`
+    + ` · MRN ${mrn} · order ${a.order || "—"}`;
+}
 
 function openAck(view) {
   state.current = view;
@@ -390,11 +318,11 @@ async function start() {
   }
   $("who").value = whoAmI();
   $("who").addEventListener("change", () => localStorage.setItem("lisguard.who", $("who").value.trim()));
-  for (const id of ["f-status", "f-rule", "f-location", "f-audience", "f-test"]) $(id).addEventListener("change", loadQueue);
+  for (const id of ["f-status", "f-rule", "f-location", "f-audience", "f-test"]) $(id).addEventListener("change", restartQueue);
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", logout);
-  window.addEventListener("hashchange", render);
   wireDialogs();
+  wireQueue();
   try {
     await loadMe();
     await loadMeta();
@@ -404,6 +332,8 @@ async function start() {
   }
   await loadQueue();
   connect();
+  openPatientFromHash();
+  window.addEventListener("hashchange", openPatientFromHash);
   setInterval(loadQueue, 60000);  // alerts raised on another replica
 }
 

@@ -1,6 +1,7 @@
 // The patient view of the technologist page (app.js opens it from a card's "Patient" button):
 // therapeutic antibody exposures, immunoglobulin products given, HBV serology, the latest
-// IgG/IgA/IgM, RBC typing with K status, the M-protein isotype, snoozes and the alert history.
+// IgG/IgA/IgM, RBC typing with K status, the M-protein isotype, snoozes and the alert history;
+// its "Print slip" button opens the patient's special-requirements slip (slip.js).
 // Uses app.js's helpers (el, api, when, day, STATUS_TEXT); every value goes in as text.
 "use strict";
 
@@ -13,10 +14,19 @@ async function openPatient(key, processingId = "P") {
   try {
     const query = test ? `?processing_id=${encodeURIComponent(processingId)}` : "";
     const p = await api(`/api/patients/${encodeURIComponent(key)}${query}`);
-    $("patient-body").replaceChildren(patientView(p));
+    // a test feed's patient gets no slip: a sheet for the chart must be production's
+    $("patient-body").replaceChildren(test ? "" : slipButton(p.patient_key), patientView(p));
   } catch (error) {
     $("patient-body").replaceChildren(el("p", { class: "error" }, error.message));
   }
+}
+
+// the special-requirements slip for the chart or the issue desk opens in its own tab (print.js)
+function slipButton(patientKey) {
+  const url = `/print/slip?patient=${encodeURIComponent(patientKey)}`;
+  return el("p", { class: "slip-action" }, el("button", { type: "button", class: "print-slip",
+    onclick: () => window.open(url, "_blank", "noopener") }, "Print slip"),
+  " Special requirements for the chart or the blood bank issue desk (one page).");
 }
 
 function table(headers, rows, className) {
@@ -79,8 +89,13 @@ function patientView(p) {
     el("b", {}, p.linked.join(", "))) : null;
   const asked = p.requested_key ? el("p", { class: "aliases" }, `${p.requested_key} was merged into `,
     el("b", {}, p.patient_key), ": this is the surviving record.") : null;
+  const who = p.identifiers || {};  // two identifiers before anything is done for a patient
+  const ids = el("p", { class: "ids" },
+    el("b", { class: "name" }, who.name || "name not received"),
+    " · DOB ", el("b", {}, who.birth_date || "—"),
+    " · MRN ", el("b", {}, who.mrn || p.patient_key), who.authority ? ` (${who.authority})` : "");
   return el("div", { class: "patient" },
-    asked, aliases, links,
+    ids, asked, aliases, links,
     el("h3", {}, "Therapeutic antibody exposures"),
     table(["Drug", "Last dose", "Last exposure point", "Interference window ends", "Seen as"],
       p.exposures.map((e) => [e.name, when(e.last_dose) || "—", when(e.last_point) || "—",
@@ -113,4 +128,11 @@ function patientView(p) {
       el("ul", { class: "evidence" }, v.alert.evidence.map((ev) =>
         el("li", {}, `${ev.message} ${ev.location}: ${ev.text}`, ev.time ? ` (${when(ev.time)})` : "")))))) :
       el("p", {}, "No alerts."));
+}
+
+// #patient=<key> (the link of a CDS Hooks card in the EHR): the patient view, once logged in
+function openPatientFromHash() {
+  if (!location.hash.startsWith("#patient=")) return;
+  const key = decodeURIComponent(location.hash.slice("#patient=".length));
+  if (key) openPatient(key);
 }
