@@ -33,10 +33,12 @@ fuzz: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,fuzz]'
 	$(BIN)/python tests/fuzz/atheris_hl7.py -runs=$(FUZZ_RUNS) -max_len=65536
 
-# lisguard against python-hl7, a raw fixed-ACK server and an hl7apy pipeline, in one run (a few
-# minutes): prints the table, writes benchmarks/results/*.json. BENCH_FULL=1: 1M stored messages.
+# lisguard (SQLite and PostgreSQL) against python-hl7, durable peers, a raw fixed-ACK server and an
+# hl7apy pipeline, on a mixed and a relevant feed, in one run (a few minutes): prints the table,
+# writes benchmarks/results/*.json. BENCH_FULL=1: 1M stored messages; BENCH_PG=0: no PostgreSQL.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.validate_memory  # validate's peak RSS at 100k/300k/1M messages
 
 # A flame graph of `lisguard serve` under the benchmark feed (py-spy, installed here only).
 bench-profile: $(STAMP)

@@ -117,6 +117,24 @@ def _ts(t: datetime) -> str:
     return t.strftime("%Y%m%d%H%M%S")
 
 
+Body = tuple[str, str, str]  # a message's sending application, MSH-9 and its other segments
+
+
+def envelope(p: Patient, t: datetime, i: int, cid: str, body: Body) -> str:
+    """MSH, PID and PV1 around a message body (app, type, segments); `i` varies the address
+    and visit number. Original-mode ACKs (MSH-15/16 empty) except pharmacy, which asks for a
+    commit ACK only."""
+    app, mtype, segments = body
+    modes = "|||AL|NE" if mtype[:3] in ("RDE", "RAS", "RDS") else ""
+    return (
+        f"MSH|^~\\&|{app}|RVH|LISGUARD|RVH|{_ts(t)}||{mtype}|{cid}|P|2.5.1{modes}\r"
+        f"PID|1||{p.mrn}^^^RVH^MR||{p.name}||{p.birth}|{p.sex}|||"
+        f"{100 + i % 900} OAK KNOLL RD^^ASHEVILLE^NC^28803^USA^H||^PRN^PH^^^828^5550190\r"
+        f"PV1|1|O|{p.unit}||||6033^IWU^CHIDI^^^^MD|||ONC||||1|||6033^IWU^CHIDI^^^^MD|OP|"
+        f"V{i:09d}\r" + segments
+    )
+
+
 class FeedBuilder:
     """Builds message `index` of the feed: same content for a seed, MSH-10 from `tag`."""
 
@@ -139,22 +157,8 @@ class FeedBuilder:
         p = rng.choice(self.exposed if rng.random() < EXPOSED_TRAFFIC else self.patients)
         kind = rng.choice(self.kinds)
         t = self.start + timedelta(seconds=2 * i)
-        cid = f"{tag}{i:08d}"
-        order = f"{tag}O{i:08d}"
-        # original-mode ACKs (MSH-15/16 empty) except pharmacy, which asks for a commit ACK only
-        msh = f"MSH|^~\\&|{{app}}|RVH|LISGUARD|RVH|{_ts(t)}||{{type}}|{cid}|P|2.5.1{{modes}}\r"
-        pid = (
-            f"PID|1||{p.mrn}^^^RVH^MR||{p.name}||{p.birth}|{p.sex}|||"
-            f"{100 + i % 900} OAK KNOLL RD^^ASHEVILLE^NC^28803^USA^H||^PRN^PH^^^828^5550190\r"
-        )
-        pv1 = (
-            f"PV1|1|O|{p.unit}||||6033^IWU^CHIDI^^^^MD|||ONC||||1|||6033^IWU^CHIDI^^^^MD|OP|"
-            f"V{i:09d}\r"
-        )
-        body = getattr(self, f"_{kind}")(p, t, order, rng)
-        app, mtype, segments = body
-        modes = "|||AL|NE" if mtype[:3] in ("RDE", "RAS", "RDS") else ""
-        return msh.format(app=app, type=mtype, modes=modes) + pid + pv1 + segments
+        body = getattr(self, f"_{kind}")(p, t, f"{tag}O{i:08d}", rng)
+        return envelope(p, t, i, f"{tag}{i:08d}", body)
 
     # -- results and orders
 
@@ -164,7 +168,7 @@ class FeedBuilder:
             for n, (code, value, unit, ref) in enumerate(rows, 1)
         )
 
-    def _oru_cbc(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _oru_cbc(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         obr = (
             f"ORC|RE|{order}^EPIC|H{order}^HEMLAB||CM\r"
             f"OBR|1|{order}^EPIC|H{order}^HEMLAB|CBC^COMPLETE BLOOD COUNT^L|||{_ts(t)}|||||||"
@@ -172,7 +176,7 @@ class FeedBuilder:
         )
         return "HEMLAB", "ORU^R01^ORU_R01", obr + self._results(CBC, t)
 
-    def _oru_chem(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _oru_chem(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         obr = (
             f"ORC|RE|{order}^EPIC|C{order}^CHEMLAB||CM\r"
             f"OBR|1|{order}^EPIC|C{order}^CHEMLAB|80048^BASIC METABOLIC PANEL^C4|||{_ts(t)}|||||||"
@@ -180,7 +184,7 @@ class FeedBuilder:
         )
         return "CHEMLAB", "ORU^R01^ORU_R01", obr + self._results(CHEM, t)
 
-    def _orm_lab(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _orm_lab(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         service = rng.choice(LAB_ORDERS)
         seg = (
             f"ORC|NW|{order}^CPOE|||||^^^{_ts(t)}^^R||{_ts(t)}|RN5^PIKE^DANA||"
@@ -189,7 +193,7 @@ class FeedBuilder:
         )
         return "CPOE", "ORM^O01^ORM_O01", seg
 
-    def _oml_lab(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _oml_lab(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         service = rng.choice(LAB_ORDERS)
         seg = (
             f"ORC|NW|{order}^EPICLAB|||||||{_ts(t)}|||6033^IWU^CHIDI^^^^MD\r"
@@ -199,7 +203,7 @@ class FeedBuilder:
         )
         return "EPICLAB", "OML^O21^OML_O21", seg
 
-    def _orm_ts(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _orm_ts(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         seg = (
             f"ORC|NW|{order}^CPOE|||||^^^{_ts(t)}^^S||{_ts(t)}|NRS4410^PAQUETTE^LISE||"
             "5520^MBEKI^THABO^^^^MD\r"
@@ -208,7 +212,7 @@ class FeedBuilder:
         )
         return "CPOE", "ORM^O01^ORM_O01", seg
 
-    def _oru_ts(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _oru_ts(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         screen = "NEG^Negative^L" if rng.random() < 0.9 else "POS^Positive^L"
         seg = (
             f"ORC|RE|{order}^CPOE|BB{order}^BBANK||CM\r"
@@ -220,7 +224,7 @@ class FeedBuilder:
         )
         return "BBANK", "ORU^R01^ORU_R01", seg
 
-    def _oml_spep(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _oml_spep(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         seg = (
             f"ORC|NW|{order}^EPICLAB|||||||{_ts(t)}|||5018^GRAVES^NATHANIEL^^^^MD\r"
             f"OBR|1|{order}^EPICLAB||24351-9^Protein electrophoresis panel^LN^SPEP^PROTEIN "
@@ -233,7 +237,7 @@ class FeedBuilder:
     def _drug(self, p: Patient, rng: random.Random) -> str:
         return p.exposed if p.exposed is not None else rng.choice(OTHER_DRUGS)
 
-    def _rde(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _rde(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         start = t + timedelta(days=7)
         seg = (
             f"ORC|NW|{order}^ONCORX|||||||{_ts(t)}|RN5^PIKE^DANA||6033^IWU^CHIDI^^^^MD\r"
@@ -244,7 +248,7 @@ class FeedBuilder:
         )
         return "ONCORX", "RDE^O11^RDE_O11", seg
 
-    def _ras(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _ras(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         seg = (
             f"ORC|RE|{order}^ONCORX|||CM||||{_ts(t)}\r"
             f"RXA|0|1|{_ts(t)}|{_ts(t)}|{self._drug(p, rng)}|1800|mg^milligram^UCUM||"
@@ -253,7 +257,7 @@ class FeedBuilder:
         )
         return "ONCMAR", "RAS^O17^RAS_O17", seg
 
-    def _rds(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _rds(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         seg = (
             f"ORC|RE|{order}^RXSYS|D{order}^RXSYS||IP||||{_ts(t)}\r"
             f"RXD|1|{self._drug(p, rng)}|{_ts(t)}|3|VIAL^vial|SOLN^solution|{order}\r"
@@ -263,20 +267,20 @@ class FeedBuilder:
 
     # -- noise lisguard stores and does not read (or reads and finds nothing in)
 
-    def _adt_a08(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _adt_a08(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         if rng.random() < MERGE_SHARE * 20:
             other = rng.choice(self.patients)
             return "REG", "ADT^A40^ADT_A39", f"MRG|T{other.mrn}^^^RVH^MR\r"
         return "REG", "ADT^A08^ADT_A01", f"EVN|A08|{_ts(t)}\rAL1|1|DA|PCN^PENICILLIN^L\r"
 
-    def _adt_a04(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _adt_a04(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         seg = f"EVN|A04|{_ts(t)}\rDG1|1||C90.00^MULTIPLE MYELOMA^I10|MULTIPLE MYELOMA||W\r"
         return "REG", "ADT^A04^ADT_A01", seg
 
-    def _adt_a03(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _adt_a03(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         return "REG", "ADT^A03^ADT_A03", f"EVN|A03|{_ts(t)}\r"
 
-    def _siu(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _siu(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         seg = (
             f"SCH|{order}^SCHED|{order}^SCHED|||||CHEMO^Chemotherapy visit^L|NORMAL|45|min|"
             f"^^45^{_ts(t)}^{_ts(t)}|||||6033^IWU^CHIDI^^^^MD\r"
@@ -285,7 +289,7 @@ class FeedBuilder:
         )
         return "SCHED", "SIU^S12^SIU_S12", seg
 
-    def _mdm(self, p: Patient, t: datetime, order: str, rng: random.Random) -> tuple:
+    def _mdm(self, p: Patient, t: datetime, order: str, rng: random.Random) -> Body:
         seg = (
             f"EVN|T02|{_ts(t)}\r"
             f"TXA|1|PN^Progress note^L|TX|{_ts(t)}|6033^IWU^CHIDI^^^^MD||||||||{order}||||AU\r"

@@ -15,13 +15,13 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 END = b"\x1c\r"
 
 
-def framed(messages: Sequence[str]) -> list[bytes]:
+def framed(messages: Iterable[str]) -> list[bytes]:
     return [b"\x0b" + m.encode("utf-8") + END for m in messages]
 
 
@@ -90,12 +90,17 @@ class _Connection(asyncio.Protocol):
             self.on_ack.set()
 
 
-async def _connect(port: int, n: int, counts: Counts, on_ack: asyncio.Event) -> list[_Connection]:
+Ports = int | Sequence[int]
+
+
+async def _connect(port: Ports, n: int, counts: Counts, on_ack: asyncio.Event) -> list[_Connection]:
+    """`n` connections; over several ports (replicas), dealt round-robin: 8 over two is 4+4."""
     loop = asyncio.get_running_loop()
+    ports = [port] if isinstance(port, int) else list(port)
     conns = []
-    for _ in range(n):
+    for i in range(n):
         _, proto = await loop.create_connection(
-            lambda: _Connection(counts, on_ack), "127.0.0.1", port
+            lambda: _Connection(counts, on_ack), "127.0.0.1", ports[i % len(ports)]
         )
         conns.append(proto)
     return conns
@@ -159,7 +164,7 @@ def merge(results: Sequence[Result]) -> Result:
 
 
 async def send_and_wait(
-    port: int,
+    port: Ports,
     messages: Sequence[bytes],
     connections: int,
     seconds: float,
@@ -169,7 +174,9 @@ async def send_and_wait(
 ) -> Result:
     """Each connection sends its next message as soon as the previous one is ACKed, for
     `warmup` + `seconds`; the rate counts the ACKs after the warm-up. With `cycle` the messages
-    come round again (for servers that store nothing); otherwise running out ends the phase."""
+    come round again (for servers that store nothing); otherwise running out ends the phase.
+    Over several ports, every connection takes the next message of the one sequence: a
+    patient's messages go to whichever server is free, as behind a load balancer."""
     counts = Counts()
     on_ack = asyncio.Event()
     conns = await _connect(port, connections, counts, on_ack)

@@ -101,28 +101,68 @@ class Server:
 
 
 def lisguard(
-    db: Path, log: Path, *, synchronous: str | None = None, tree: Path | None = None
+    db: Path | str,
+    log: Path,
+    *,
+    synchronous: str | None = None,
+    tree: Path | None = None,
+    name: str = "lisguard",
 ) -> Server:
-    """`lisguard serve` with its defaults, except ports and the database file: SQLite, durable
-    (ACK after commit), INFO logs (one JSON line per message, to a file), HTTP listener on.
+    """`lisguard serve` with its defaults, except ports and the database: SQLite (a path) or
+    another store URL (a str: PostgreSQL), durable (ACK after commit), INFO logs (one JSON line
+    per message, to a file), HTTP listener on. The install key and audit anchors go beside the
+    log (one key for the servers of a run: replicas on one schema must share it).
     `tree`: another source tree's lisguard instead (benchmarks.baseline)."""
     port = free_port()
-    url = f"sqlite:///{db}" + (f"?synchronous={synchronous}" if synchronous else "")
+    if isinstance(db, Path):
+        url = f"sqlite:///{db}" + (f"?synchronous={synchronous}" if synchronous else "")
+    else:
+        url = db
     env = {
         **os.environ,
         "LISGUARD_MLLP__PORT": str(port),
         "LISGUARD_HTTP__PORT": str(free_port()),
         "LISGUARD_STORE__URL": url,
         "LISGUARD_LOG__FORMAT": "json",
+        "LISGUARD_SECURITY__KEY_FILE": str(log.parent / "lisguard.key"),
+        "LISGUARD_AUDIT__ANCHOR_FILE": str(log.with_suffix(".anchors.jsonl")),
     }
     argv = [str(BIN / "lisguard"), "serve"]
     if tree is not None:
         argv = [sys.executable, "-m", "benchmarks.baseline", str(tree), "serve"]
-    return Server("lisguard", argv, port, env, log)
+    return Server(name, argv, port, env, log)
 
 
-def peer(kind: str, log: Path) -> Server:
+def peer(kind: str, log: Path, *args: str) -> Server:
+    """A server of benchmarks.peers: `args` after the port (the durable peers' database)."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    argv = [sys.executable, "-m", "benchmarks.peers", kind, str(port)]
+    argv = [sys.executable, "-m", "benchmarks.peers", kind, str(port), *args]
     return Server(kind, argv, port, env, log)
+
+
+class Replicas:
+    """Several servers fed as one (a load balancer in front): `port` lists theirs, CPU is the
+    sum, memory the largest. They are started and stopped on their own."""
+
+    def __init__(self, name: str, servers: list[Server]) -> None:
+        self.name, self.servers = name, servers
+
+    @property
+    def port(self) -> list[int]:
+        return [s.port for s in self.servers]
+
+    async def start(self) -> None:
+        for s in self.servers:
+            if s.proc is None:
+                await s.start()
+
+    async def stop(self) -> None:
+        for s in self.servers:
+            await s.stop()
+
+    def cpu_seconds(self) -> float:
+        return sum(s.cpu_seconds() for s in self.servers)
+
+    def peak_rss_mb(self) -> float:
+        return max(s.peak_rss_mb() for s in self.servers)
