@@ -18,7 +18,7 @@ from pathlib import Path
 from benchmarks.feed import FeedBuilder
 from lisguard.domain.alerts import EvidenceItem
 from lisguard.domain.patient import Exposure, PatientState, RbcTyping
-from lisguard.store.memory import dump_json
+from lisguard.store.codec import dump_json
 from lisguard.store.sqlite import SqliteStore
 
 BATCH = 20_000

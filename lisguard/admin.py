@@ -175,9 +175,9 @@ async def db_grants(
     settings: Settings, out: TextIO, *, app_role: str, retention_role: str, show: bool = False
 ) -> int:
     """PostgreSQL: the grants that keep the service's role from changing the audit log
-    (lisguard.store.pg_grants), run with the owner's store.url; `show`: print them only."""
-    from lisguard.store.pg_grants import apply_grants, grant_statements
+    (lisguard.store.postgres.grants), run with the owner's store.url; `show`: print them only."""
     from lisguard.store.postgres import PostgresStore
+    from lisguard.store.postgres.grants import apply_grants, grant_statements
 
     url = settings.store.url.get_secret_value()
     if not url.lower().startswith(("postgresql://", "postgres://")):

@@ -15,7 +15,7 @@ Baseline work-up reminders (`baseline-workup`) whose exposure is older than the 
 `desk.background_after_days` are background: the first dose is long given, the typing (now a
 genotype) is a to-do for the next sample, not for the bench now. They are listed apart.
 
-Pure: the store layers sort by the same key (lisguard.store.desk_sql / desk_memory).
+Pure: the store layers sort by the same key (lisguard.store.sql.desk_reads / memory.desk).
 """
 
 from __future__ import annotations

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from lisguard.store.base import (
+from lisguard.store.base import Store, Transaction
+from lisguard.store.records import (
     AuditEvent,
     NewMessage,
-    Store,
     StoredAlert,
     StoredAuditEvent,
     StoredMessage,
     StoreError,
     StoreUnavailable,
-    Transaction,
 )
 
 __all__ = [
@@ -55,7 +54,7 @@ def open_store(url: str, *, audit_key: bytes | None = None) -> Store:
     if not sep:
         raise ValueError("store URL has no scheme: use memory://, sqlite:// or postgresql://")
     if scheme == "memory":
-        from lisguard.store.memory import MemoryStore
+        from lisguard.store.memory.store import MemoryStore
 
         return MemoryStore(audit_key=audit_key)
     if scheme == "sqlite":
@@ -66,7 +65,7 @@ def open_store(url: str, *, audit_key: bytes | None = None) -> Store:
 
 
 def _sqlite(url: str, audit_key: bytes | None = None) -> Store:
-    from lisguard.store.sqlite import SqliteStore
+    from lisguard.store.sqlite.store import SqliteStore
 
     parts = urlsplit(url)
     if parts.netloc:
@@ -94,7 +93,7 @@ def _sqlite(url: str, audit_key: bytes | None = None) -> Store:
 
 
 def _postgres(url: str, audit_key: bytes | None = None) -> Store:
-    from lisguard.store.postgres import PostgresStore
+    from lisguard.store.postgres.store import PostgresStore
 
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)

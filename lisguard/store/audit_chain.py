@@ -38,7 +38,8 @@ from lisguard.domain.audit_anchor import (
     sign_anchor,
 )
 from lisguard.store.audit_search import AuditQuery
-from lisguard.store.base import SYSTEM_ACTOR, AuditEvent, Store
+from lisguard.store.base import Store
+from lisguard.store.records import SYSTEM_ACTOR, AuditEvent
 
 VERIFY_PAGE = 5000
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lisguard.store.base import MESSAGE_RECEIVED, SYSTEM_ACTOR, AuditEvent
+from lisguard.store.records import MESSAGE_RECEIVED, SYSTEM_ACTOR, AuditEvent
 
 STATE_PREFIX = "state."  # state changes: the patient is the subject (lisguard.services)
 
@@ -108,6 +108,7 @@ def patient_matches(event: AuditEvent, patient: str) -> bool:
     """Whether an audit event is about `patient`: a change of its state, or an event naming it in
     detail.patient (alerts, snoozes, reads of its data). Other subjects are message ids, alert
     ids, token ids, paths: never a patient, whatever the patient key looks like."""
+
     def same(key: object) -> bool:
         # "MRN" alone is that MRN under any assigning authority ("MRN^HOSP"), as the search
         # hint says; "MRN^authority" is exactly that one

@@ -1,9 +1,9 @@
 """The alert desk's part of the store: review states, snoozes, collapsed repeats, the outbox.
 
 Every store has a `desk` attribute (`DeskStore`): one SQL implementation serves SQLite and
-PostgreSQL (lisguard.store.desk_sql), the memory backend has its own (desk_memory). Methods that
-take a `tx` run inside the ingest transaction (the alert, its routing and its outbox rows commit
-together); the others open their own transaction and append their audit event in it.
+PostgreSQL (lisguard.store.sql.desk), the memory backend has its own (memory.desk). Methods
+that take a `tx` run inside the ingest transaction (the alert, its routing and its outbox rows
+commit together); the others open their own transaction and append their audit event in it.
 
 Alert statuses: `open` (in the queue), `acknowledged` (someone is on it), `resolved` (done or not
 applicable), `snoozed` (held back by a snooze: stored, never delivered or queued), `collapsed` (a
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from lisguard.domain.alerts import Alert
 from lisguard.domain.triage import OrderedTest, QueueKey
-from lisguard.store.base import AuditEvent, StoreError
+from lisguard.store.records import AuditEvent, StoreError
 
 STATUSES = ("open", "acknowledged", "resolved", "snoozed", "collapsed")
 UNRESOLVED = ("open", "acknowledged")

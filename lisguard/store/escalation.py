@@ -1,8 +1,8 @@
 """The escalations part of the store: which HIGH alerts were left open too long, and when.
 
 Every store has an `escalations` attribute (`EscalationStore`): one SQL implementation serves
-SQLite and PostgreSQL (lisguard.store.escalation_sql), the memory backend has its own
-(escalation_memory). The row (one per alert, its id the primary key) is the claim: it is
+SQLite and PostgreSQL (lisguard.store.sql.escalation), the memory backend has its own
+(memory.escalation). The row (one per alert, its id the primary key) is the claim: it is
 inserted with ON CONFLICT DO NOTHING in the transaction that also queues the alert's escalation
 deliveries and appends the `alert.escalated` audit event, so two replicas on one database never
 escalate an alert twice, and a restart never forgets one. Acknowledging the alert later leaves
@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Protocol
 
 from lisguard.domain.alerts import Alert
-from lisguard.store.base import AuditEvent
+from lisguard.store.records import AuditEvent
 
 ESCALATED = "alert.escalated"
 

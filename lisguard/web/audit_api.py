@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from lisguard.domain.audit import ChainReport
-from lisguard.store.access import verify_audit_chain
+from lisguard.store.audit_chain import verify_audit_chain
 from lisguard.store.audit_search import AuditQuery
 from lisguard.store.base import AuditEvent, Store
 from lisguard.web import auth

@@ -32,9 +32,8 @@ import structlog
 from aiohttp import web
 
 from lisguard.settings import HttpSettings
-from lisguard.store.access import ApiToken
+from lisguard.store.access import ApiToken, Session
 from lisguard.store.base import AuditEvent, Store
-from lisguard.store.sessions import Session
 from lisguard.web import csrf, headers, sessions
 from lisguard.web.sessions import SessionRules
 

@@ -6,12 +6,13 @@ the alert's current view, so a page can update its queue without asking again. A
 published when it is new and whenever its count, status or delivery changes; a collapsed repeat
 is published as its lead (whose count went up).
 
-Other replicas: on PostgreSQL, the transactions that change alerts also NOTIFY (at commit; ids
-only, lisguard.store.pg_live), and each process LISTENs on a connection of its own and publishes
-what the others changed. After that connection was lost (and at first connect) every page is
-sent `hello` again: it reloads its queue, as on a reconnect, since notifications sent while
-nobody listened are gone. SQLite and memory stores stay in-process: the page also reloads its
-queue now and then (and on every reconnect), which covers several processes on one SQLite file.
+Other replicas: on PostgreSQL, the transactions that change alerts also NOTIFY (at commit;
+ids only, lisguard.store.postgres.live), and each process LISTENs on a connection of its own
+and publishes what the others changed. After that connection was lost (and at first connect)
+every page is sent `hello` again: it reloads its queue, as on a reconnect, since notifications
+sent while nobody listened are gone. SQLite and memory stores stay in-process: the page also
+reloads its queue now and then (and on every reconnect), which covers several processes on one
+SQLite file.
 """
 
 from __future__ import annotations

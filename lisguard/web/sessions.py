@@ -2,10 +2,10 @@
 
 - The cookie `lisguard_session` (HttpOnly, SameSite=Strict, path /, Secure as
   `http.secure_cookies` says) holds a random session id, `ls_` + 43 URL-safe characters. The
-  store keeps only its SHA-256, linked to the API token that opened it
-  (lisguard.store.sessions): logging out ends the session on the server, revoking the token ends
-  all of its sessions, and the token itself never sits in a browser's cookie jar. The cookie has
-  no Max-Age: the browser drops it when it closes, the server enforces the limits below.
+  store keeps only its SHA-256, linked to the API token that opened it (lisguard.store.access):
+  logging out ends the session on the server, revoking the token ends all of its sessions, and
+  the token itself never sits in a browser's cookie jar. The cookie has no Max-Age: the browser
+  drops it when it closes, the server enforces the limits below.
 - A session ends after `http.session_idle_minutes` (30) without a request and at the latest
   `http.session_lifetime_hours` (12, a long bench shift) after login. The open technologist page
   refreshes its queue every minute, so a page left open on the bench stays logged in for the

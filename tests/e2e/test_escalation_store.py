@@ -19,8 +19,8 @@ from lisguard.domain.facts import MessageKey
 from lisguard.store import open_store
 from lisguard.store.base import NewMessage, Store
 from lisguard.store.escalation import ESCALATED
-from lisguard.store.pg_grants import apply_grants
 from lisguard.store.postgres import PostgresStore
+from lisguard.store.postgres.grants import apply_grants
 from tests.e2e.serve_process import PG_DSN, fresh_schema, pg_reachable, with_query
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

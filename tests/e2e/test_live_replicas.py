@@ -1,6 +1,6 @@
 """The live page with two `lisguard serve` replicas on one PostgreSQL schema: a page connected to
 replica A hears of an alert raised on replica B, and of its acknowledgement there, through
-LISTEN/NOTIFY (lisguard.store.pg_live); A's listening connection, killed on the server, comes
+LISTEN/NOTIFY (lisguard.store.postgres.live); A's listening connection, killed on the server, comes
 back by itself and the page is told to reload (`hello`).
 
 The SSE client never polls and A never sees B's messages: an event on A's stream can only have
@@ -140,7 +140,7 @@ async def test_a_page_on_one_replica_sees_the_other_replicas_changes(
 
 async def test_notifications_are_sent_at_commit_only(pg_dsn: str) -> None:
     """A rolled-back change is never announced; a committed one is, after its COMMIT."""
-    from lisguard.store import pg_live
+    from lisguard.store.postgres import live as pg_live
 
     async with fresh_schema(pg_dsn, "lisguard_live") as (schema, admin):
         heard: list[str] = []

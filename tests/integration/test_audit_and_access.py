@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lisguard.domain.facts import MessageKey
-from lisguard.store.access import verify_audit_chain as verify_store
+from lisguard.store.audit_chain import verify_audit_chain as verify_store
 from lisguard.store.audit_search import AuditQuery
 from lisguard.store.base import AuditEvent, NewMessage, Store
 from lisguard.store.memory import MemoryStore

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lisguard.store.access import SqlAccess
 from lisguard.store.audit_search import AuditQuery, kinds_match
 from lisguard.store.base import Store
+from lisguard.store.sql.access import SqlAccess
 from tests.integration.conftest import Backend, PostgresBackend, SqliteBackend
 
 

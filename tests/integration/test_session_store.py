@@ -1,4 +1,4 @@
-"""Browser sessions in the store (lisguard.store.sessions), the same on every backend: only the
+"""Browser sessions in the store (lisguard.store.access), the same on every backend: only the
 hash is kept, use moves the idle clock, logout and token revocation end sessions (audited), and
 logins clear sessions past their absolute end."""
 

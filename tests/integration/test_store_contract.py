@@ -31,8 +31,9 @@ from lisguard.store.base import (
     StoreUnavailable,
 )
 from lisguard.store.memory import MemoryStore
-from lisguard.store.migrations import load_migrations, split_sqlite_script
-from lisguard.store.postgres import PostgresStore, message_lock_key, patient_lock_key
+from lisguard.store.postgres import PostgresStore
+from lisguard.store.postgres.store import message_lock_key, patient_lock_key
+from lisguard.store.sql.migrations import load_migrations, split_sqlite_script
 from lisguard.store.sqlite import SqliteStore
 
 from .conftest import Backend, PostgresBackend
@@ -619,7 +620,7 @@ async def test_sqlite_committed_rows_survive_a_crash(tmp_path: Path) -> None:
 _READ_ONLY_SCRIPT = """
 import asyncio, json, os, sys
 from lisguard.store.base import StoreUnavailable
-from lisguard.store.migrations import load_migrations
+from lisguard.store.sql.migrations import load_migrations
 from lisguard.store.sqlite import SqliteStore
 
 load_migrations("sqlite")  # read (and cache) the package data while we still can

@@ -13,7 +13,9 @@ from typing import Any
 from lisguard.domain.audit_anchor import AuditKeys
 from lisguard.keys import InstallKey
 from lisguard.store.base import AuditEvent, Store, StoredAuditEvent
-from lisguard.store.memory import MemoryStore, _AuditRow, dump_json
+from lisguard.store.codec import dump_json
+from lisguard.store.memory import MemoryStore
+from lisguard.store.memory.store import _AuditRow
 from tests.integration.conftest import Backend, MemoryBackend, PostgresBackend, SqliteBackend
 
 INSTALL_KEY = InstallKey(bytes(range(32)), "test")

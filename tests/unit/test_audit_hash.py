@@ -21,7 +21,7 @@ from lisguard.domain.audit import (
     verify_chain,
 )
 from lisguard.store.base import AuditEvent
-from lisguard.store.memory import chain_rows, dump_json, load_detail
+from lisguard.store.codec import chain_rows, dump_json, load_detail
 
 
 class Colour(StrEnum):

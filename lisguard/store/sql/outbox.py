@@ -1,4 +1,4 @@
-"""The outbox part of SqlDesk (lisguard.store.desk_sql): what delivery workers and the API read
+"""The outbox part of SqlDesk (lisguard.store.sql.desk): what delivery workers and the API read
 and write. PostgreSQL claims with FOR UPDATE SKIP LOCKED, so replicas never take the same row;
 a lease (claimed_until) frees a row whose worker died."""
 
@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from lisguard.store.desk import OutboxItem, delivery_event
-from lisguard.store.sql_common import SqlPart
+from lisguard.store.sql.parts import SqlPart
 
 _OUTBOX = (
     "id, alert_id, channel, status, attempts, created_at, next_attempt_at, last_attempt_at,"
@@ -112,6 +112,6 @@ class SqlOutbox(SqlPart):
 
     async def _notify(self, tx: Any, alert_id: str) -> None:
         """PostgreSQL: the other replicas' live pages hear of it at COMMIT (lisguard.store
-        .pg_live). SQLite and memory stay in-process (lisguard.web.live)."""
+        .postgres.live). SQLite and memory stay in-process (lisguard.web.live)."""
         if self._pg:
             await tx.notify_changed([alert_id])

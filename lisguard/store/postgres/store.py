@@ -34,10 +34,11 @@ import asyncpg
 from lisguard.domain.alerts import Alert
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
-from lisguard.store import pg_live
-from lisguard.store.access import AUDIT_CHAIN_LOCK, SqlAccess
 from lisguard.store.audit_chain import start_keyed_chain
-from lisguard.store.base import (
+from lisguard.store.base import Transaction
+from lisguard.store.codec import chain_rows, load_alert, load_detail, load_patient, message_row, utc
+from lisguard.store.postgres import live as pg_live
+from lisguard.store.records import (
     AuditEvent,
     NewMessage,
     StoredAlert,
@@ -46,20 +47,13 @@ from lisguard.store.base import (
     StoredMessage,
     StoreError,
     StoreUnavailable,
-    Transaction,
 )
-from lisguard.store.desk_sql import SqlDesk
-from lisguard.store.escalation_sql import SqlEscalations
-from lisguard.store.memory import (
-    chain_rows,
-    load_alert,
-    load_detail,
-    load_patient,
-    message_row,
-    utc,
-)
-from lisguard.store.message_search import SqlMessageLog
-from lisguard.store.migrations import apply_postgres
+from lisguard.store.sql.access import SqlAccess
+from lisguard.store.sql.desk import SqlDesk
+from lisguard.store.sql.escalation import SqlEscalations
+from lisguard.store.sql.messages import SqlMessageLog
+from lisguard.store.sql.migrations import apply_postgres
+from lisguard.store.sql.parts import AUDIT_CHAIN_LOCK
 
 T = TypeVar("T")
 
@@ -580,7 +574,7 @@ class _PostgresTransaction:
         return inserted
 
     async def notify_changed(self, alert_ids: Sequence[str]) -> None:
-        """Tell the other replicas' live pages, at COMMIT (lisguard.store.pg_live)."""
+        """Tell the other replicas' live pages, at COMMIT (lisguard.store.postgres.live)."""
         if alert_ids:
             await self._run(
                 partial(pg_live.notify, self._conn, self._live_origin, alert_ids), "notify"

@@ -1,6 +1,6 @@
 """The alert desk's reads over the SQLite and PostgreSQL backends: the queue's searches (the
 filters, the triage order of lisguard.domain.triage with its keyset cursor), counts and
-locations. SqlDesk (lisguard.store.desk_sql) adds the writes."""
+locations. SqlDesk (lisguard.store.sql.desk) adds the writes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 from lisguard.domain.alerts import RULE_AUDIENCE, Audience
 from lisguard.domain.triage import BACKGROUND_RULES, OrderedTest
+from lisguard.store.codec import load_alert
 from lisguard.store.desk import UNRESOLVED, AlertQuery, AlertRecord
-from lisguard.store.memory import load_alert
-from lisguard.store.sql_common import SqlPart
+from lisguard.store.sql.parts import SqlPart
 
 ALERT_COLUMNS = (
     "payload, message_id, created_at, status, id, lead_id, repeat_count, last_repeat_at,"
@@ -34,7 +34,7 @@ _RULE_AUDIENCE = (
 
 
 class SqlAlertReads(SqlPart):
-    """Reads of stored alerts (plumbing in lisguard.store.sql_common)."""
+    """Reads of stored alerts (plumbing in lisguard.store.sql.parts)."""
 
     def __init__(
         self,

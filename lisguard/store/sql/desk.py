@@ -17,15 +17,15 @@ from lisguard.store.desk import (
     review_event,
     snooze_event,
 )
-from lisguard.store.desk_sql_reads import ALERT_COLUMNS as _ALERT
-from lisguard.store.desk_sql_reads import SqlAlertReads
-from lisguard.store.outbox_sql import SqlOutbox
+from lisguard.store.sql.desk_reads import ALERT_COLUMNS as _ALERT
+from lisguard.store.sql.desk_reads import SqlAlertReads
+from lisguard.store.sql.outbox import SqlOutbox
 
 _SNOOZE = "id, patient_key, rule, reason, created_by, created_at, expires_at, lifted_by, lifted_at"
 
 
 class SqlDesk(SqlOutbox, SqlAlertReads):
-    """The alert desk over either SQL backend (plumbing in lisguard.store.sql_common)."""
+    """The alert desk over either SQL backend (plumbing in lisguard.store.sql.parts)."""
 
     def __init__(
         self,

@@ -20,8 +20,8 @@ from typing import Any
 
 import asyncpg
 
-from lisguard.store.base import StoreError
-from lisguard.store.postgres import LIBRARY_ERRORS, PostgresStore, translate
+from lisguard.store.postgres.store import LIBRARY_ERRORS, PostgresStore, translate
+from lisguard.store.records import StoreError
 
 
 def quote_ident(name: str) -> str:

@@ -41,7 +41,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lisguard.store.base import StoreError, StoreUnavailable
+from lisguard.store.records import StoreError, StoreUnavailable
 
 T = TypeVar("T")
 # Commits between WAL checkpoints. Each fsyncs the WAL and the database, so not too often; but

@@ -53,3 +53,7 @@ class SqlPart:
 
     def _time(self, value: Any) -> datetime | None:
         return None if value is None else self._parse(value)
+
+
+# PostgreSQL advisory lock key serialising appends to the audit chain (any fixed 64-bit number)
+AUDIT_CHAIN_LOCK = 0x6C67_6175_6469_7431

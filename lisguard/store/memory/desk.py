@@ -15,6 +15,7 @@ from typing import Any
 
 from lisguard.domain.alerts import SEVERITY_RANK
 from lisguard.domain.triage import OrderedTest, is_background, queue_key
+from lisguard.store.codec import load_alert, utc
 from lisguard.store.desk import (
     UNRESOLVED,
     AlertNotFound,
@@ -28,7 +29,6 @@ from lisguard.store.desk import (
     review_event,
     snooze_event,
 )
-from lisguard.store.memory import load_alert, utc
 
 
 @dataclass

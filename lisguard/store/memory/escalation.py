@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from lisguard.domain.alerts import Severity
+from lisguard.store.codec import utc
 from lisguard.store.desk import AlertQuery
 from lisguard.store.escalation import (
     ChannelsFor,
@@ -17,7 +18,6 @@ from lisguard.store.escalation import (
     escalation_event,
     open_minutes,
 )
-from lisguard.store.memory import utc
 
 _ALL = 1 << 62  # AlertQuery.limit meaning "no limit"
 

@@ -1,4 +1,4 @@
-"""EscalationStore over the SQLite and PostgreSQL backends (one implementation, as desk_sql).
+"""EscalationStore over the SQLite and PostgreSQL backends (one implementation, as sql.desk).
 
 The claim is the escalations row: INSERT ... ON CONFLICT (alert_id) DO NOTHING RETURNING. On
 PostgreSQL the candidate alerts are also locked FOR UPDATE SKIP LOCKED, so a replica passes over
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from lisguard.store.codec import load_alert
 from lisguard.store.escalation import (
     ChannelsFor,
     EscalatedAlert,
@@ -21,8 +22,7 @@ from lisguard.store.escalation import (
     escalation_event,
     open_minutes,
 )
-from lisguard.store.memory import load_alert
-from lisguard.store.sql_common import SqlPart
+from lisguard.store.sql.parts import SqlPart
 
 _ESCALATION = "e.alert_id, e.escalated_at, e.open_minutes, e.channels"
 
@@ -92,7 +92,7 @@ class SqlEscalations(SqlPart):
                 escalated.append(EscalatedAlert(escalation, alert, created_at, r[3]))
             if escalated:
                 ids = [e.alert.id for e in escalated]
-                if self._pg:  # the other replicas' pages hear of it at COMMIT (pg_live)
+                if self._pg:  # the other replicas' pages hear of it at COMMIT (postgres/live.py)
                     await tx.notify_changed(ids)
                 await tx.add_audit([escalation_event(e, after_minutes) for e in escalated])
         return escalated

@@ -1,7 +1,7 @@
 """Changes to alerts, told to every replica's live page through PostgreSQL LISTEN/NOTIFY.
 
 Sending: the transactions that add alerts, act on them (acknowledge, resolve, snooze) or record
-a delivery outcome also run `notify` (lisguard.store.postgres, desk_sql, outbox_sql). PostgreSQL
+a delivery outcome also run `notify` (postgres.store, sql.desk, sql.outbox). PostgreSQL
 delivers a NOTIFY at COMMIT and drops it on ROLLBACK, so a listener never hears of a change it
 cannot read yet, nor of one that did not happen.
 

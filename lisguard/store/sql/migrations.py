@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from lisguard.store.base import StoreError
+from lisguard.store.records import StoreError
 
 DIALECTS = ("sqlite", "postgres")
 
@@ -68,7 +68,7 @@ def load_migrations(dialect: str) -> tuple[Migration, ...]:
     """The migrations shipped for a dialect, in version order."""
     if dialect not in DIALECTS:
         raise ValueError(f"unknown SQL dialect {dialect!r}; expected one of {DIALECTS}")
-    folder = resources.files("lisguard.store").joinpath("sql", dialect)
+    folder = resources.files("lisguard.store.sql").joinpath(dialect)
     found: list[Migration] = []
     for entry in folder.iterdir():
         if not entry.name.endswith(".sql"):

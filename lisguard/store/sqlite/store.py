@@ -5,7 +5,7 @@
   synchronous=NORMAL (URL ?synchronous=NORMAL) survives the process dying (kill -9, OOM, crash:
   the WAL is in the OS) but a power cut or kernel crash may lose the last commits.
   busy_timeout, foreign keys on.
-- ONE writer connection (lisguard.store.sqlite_writer: statements inline on the event loop,
+- ONE writer connection (lisguard.store.sqlite.writer: statements inline on the event loop,
   group commit); transactions are serialised by its lock and the SQLite transaction starts with
   BEGIN IMMEDIATE, so the write lock is held from the first statement and no transaction ever
   fails half-way with SQLITE_BUSY. That also serialises work on a patient.
@@ -34,9 +34,10 @@ import aiosqlite
 from lisguard.domain.alerts import Alert
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
-from lisguard.store.access import SqlAccess
 from lisguard.store.audit_chain import start_keyed_chain
-from lisguard.store.base import (
+from lisguard.store.base import Transaction
+from lisguard.store.codec import chain_rows, load_alert, load_detail, load_patient, message_row, utc
+from lisguard.store.records import (
     AuditEvent,
     NewMessage,
     StoredAlert,
@@ -45,21 +46,13 @@ from lisguard.store.base import (
     StoredMessage,
     StoreError,
     StoreUnavailable,
-    Transaction,
 )
-from lisguard.store.desk_sql import SqlDesk
-from lisguard.store.escalation_sql import SqlEscalations
-from lisguard.store.memory import (
-    chain_rows,
-    load_alert,
-    load_detail,
-    load_patient,
-    message_row,
-    utc,
-)
-from lisguard.store.message_search import SqlMessageLog
-from lisguard.store.migrations import apply_sqlite
-from lisguard.store.sqlite_writer import GroupWriter, InlineConnection
+from lisguard.store.sql.access import SqlAccess
+from lisguard.store.sql.desk import SqlDesk
+from lisguard.store.sql.escalation import SqlEscalations
+from lisguard.store.sql.messages import SqlMessageLog
+from lisguard.store.sql.migrations import apply_sqlite
+from lisguard.store.sqlite.writer import GroupWriter, InlineConnection
 
 T = TypeVar("T")
 
@@ -378,7 +371,7 @@ class _SqliteTransaction:
         self, doing: str, sql: str, params: Any = (), *, many: bool = False, fetch: bool = False
     ) -> Any:
         """One statement on the writer connection, called directly: the writer runs on the
-        loop and never waits (see sqlite_writer), so there is nothing to await - and every
+        loop and never waits (see sqlite.writer), so there is nothing to await - and every
         message makes several of these calls. Returns the rows (fetch) or the cursor."""
         if self.finished:
             raise StoreError("the transaction is finished")
