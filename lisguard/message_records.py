@@ -22,6 +22,10 @@ class ScopedStates:
         self._tx = tx
         self._processing_id = processing_id
 
+    @staticmethod
+    def stored_keys(keys: Sequence[str], processing_id: str) -> list[str]:
+        return [state_key(k, processing_id) for k in keys]
+
     async def load_patients(
         self, keys: Sequence[str], *, lock: bool = True
     ) -> dict[str, PatientState]:

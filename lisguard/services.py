@@ -179,7 +179,12 @@ class Ingestor:
         answered: StoredMessage | None = None
         try:
             async with self.store.transaction() as tx:
-                previous = await tx.find_message(key)
+                # most messages (a CBC, a chemistry panel) say nothing the rules read: no state
+                relevant = clinical is not None and touches_state(clinical, kb)
+                first = patient_keys(clinical) if clinical is not None and relevant else []
+                if clinical is not None and clinical.test:  # its own world's states
+                    first = ScopedStates.stored_keys(first, clinical.processing_id)
+                previous = await tx.find_message(key, patients=first)
                 flags: tuple[str, ...] = ()
                 if replay is not None:
                     answered = replay.answered_before(previous, digest)
@@ -197,8 +202,7 @@ class Ingestor:
                         message_id=answered.id,
                     )
                 outcome = Outcome({}, [], [])
-                # most messages (a CBC, a chemistry panel) say nothing the rules read: no state
-                if clinical is not None and touches_state(clinical, kb):
+                if clinical is not None and relevant:
                     # a test message reads and writes its own world's states (state_key)
                     patients = ScopedStates(tx, clinical.processing_id) if clinical.test else tx
                     states = await patients.load_patients(patient_keys(clinical))

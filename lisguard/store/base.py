@@ -58,8 +58,12 @@ __all__ = [  # the records are re-exported: most callers want one import for the
 
 
 class Transaction(Protocol):
-    async def find_message(self, key: MessageKey) -> StoredMessage | None:
-        """The latest stored message with this MSH-3/MSH-4/MSH-10 key (and lock that key)."""
+    async def find_message(
+        self, key: MessageKey, *, patients: Sequence[str] = ()
+    ) -> StoredMessage | None:
+        """The latest stored message with this MSH-3/MSH-4/MSH-10 key (and lock that key).
+        `patients`: the keys the unit's first load_patients will ask for; a store may lock and
+        read them now, in the same round trip (PostgreSQL does), in the same lock order."""
         ...
 
     async def load_patients(

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from lisguard.domain.facts import MessageKey
 from lisguard.store import open_store
-from lisguard.store.postgres.store import message_lock_key
+from lisguard.store.postgres.unit import message_lock_key
 from lisguard.transport.mllp import MllpClient, msa_code
 from tests.e2e.private_pg import PrivateCluster, find_bindir
 from tests.e2e.serve_process import (

@@ -23,6 +23,7 @@ from lisguard.domain.alerts import Alert, EvidenceItem, Recommendation, RuleId, 
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import Exposure, PatientState
 from lisguard.store import open_store
+from lisguard.store.audit_chain import verify_audit_chain
 from lisguard.store.base import (
     AuditEvent,
     NewMessage,
@@ -32,7 +33,7 @@ from lisguard.store.base import (
 )
 from lisguard.store.memory import MemoryStore
 from lisguard.store.postgres import PostgresStore
-from lisguard.store.postgres.store import message_lock_key, patient_lock_key
+from lisguard.store.postgres.unit import message_lock_key, patient_lock_key
 from lisguard.store.sql.migrations import load_migrations, split_sqlite_script
 from lisguard.store.sqlite import SqliteStore
 
@@ -930,3 +931,80 @@ async def test_postgres_unreachable_server_is_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         async with s.transaction():
             pass
+
+
+@pytest.mark.postgres
+async def test_postgres_patients_read_with_the_message_wait_and_see_the_commit(
+    pg: PostgresBackend, pg_store: Store
+) -> None:
+    """find_message(patients=...) locks and reads the patients in the same round trip: it must
+    wait for a holder of a patient lock and then read what the holder committed."""
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with pg_store.transaction() as tx:
+            await tx.load_patients(["123^HOSP"])
+            holding.set()
+            await release.wait()
+            await tx.save_patient(patient("123^HOSP", "by-first"))
+
+    async def second() -> dict[str, PatientState]:
+        await holding.wait()
+        async with pg_store.transaction() as tx:
+            await tx.find_message(MessageKey("LAB", "HOSP", "C9"), patients=["123^HOSP"])
+            return await tx.load_patients(["123^HOSP"])
+
+    async with asyncio.timeout(SAFETY):
+        t1, t2 = asyncio.create_task(first()), asyncio.create_task(second())
+        await holding.wait()
+        await _wait_until_blocked(pg, patient_lock_key("123^HOSP"))
+        release.set()
+        await t1
+        seen = await t2
+    assert seen["123^HOSP"].alerted == ["by-first"]
+
+
+@pytest.mark.postgres
+async def test_postgres_a_unit_reads_its_own_buffered_writes(pg_store: Store) -> None:
+    """Patient states and the message are buffered until the next statement: whatever the
+    unit reads next (a patient, a message, the desk) sees them."""
+    async with pg_store.transaction() as tx:
+        await tx.find_message(MessageKey("LAB", "HOSP", "C1"), patients=["123^HOSP"])
+        await tx.save_patient(patient("123^HOSP", "saved"))
+        message_id = await tx.add_message(msg("C1"))
+        assert (await tx.load_patients(["123^HOSP"]))["123^HOSP"].alerted == ["saved"]
+        assert (await tx.find_message(MessageKey("LAB", "HOSP", "C1"))) is not None
+    stored = await pg_store.get_message(message_id)
+    assert stored is not None and stored.key == MessageKey("LAB", "HOSP", "C1")
+    assert (await pg_store.get_patient("123^HOSP")) is not None
+    async with pg_store.transaction() as tx:  # a unit with no audit still writes at COMMIT
+        await tx.find_message(MessageKey("LAB", "HOSP", "C2"))
+        await tx.save_patient(patient("456^HOSP", "no-audit"))
+    assert (await pg_store.get_patient("456^HOSP")) is not None
+
+
+@pytest.mark.postgres
+async def test_postgres_replicas_appending_in_turn_keep_one_audit_chain(
+    pg: PostgresBackend,
+) -> None:
+    """Each replica hashes on the last hash it appended itself; the other's appends make that
+    guess stale, and the server's answer under the chain's lock must put it right."""
+    key = b"k" * 32
+    a, b = pg.make(audit_key=key), pg.make(audit_key=key)
+    await a.open()
+    await b.open()
+    try:
+        at = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+        for i in range(6):
+            store = a if i % 3 else b  # b, a, a, b, a, a: stale guesses and good ones
+            async with store.transaction() as tx:
+                await tx.find_message(MessageKey("LAB", "HOSP", f"A{i}"))
+                await tx.add_message(msg(f"A{i}"))
+                await tx.add_audit([AuditEvent("test.turn", at, subject=str(i))])
+        turns = [e for e in await a.list_audit() if e.event.kind == "test.turn"]
+        assert [e.event.subject for e in turns] == [str(i) for i in range(6)]
+        report = await verify_audit_chain(a, key=key)
+        assert report.ok, report
+    finally:
+        await a.close()
+        await b.close()

@@ -20,7 +20,8 @@ from typing import Any
 
 import asyncpg
 
-from lisguard.store.postgres.store import LIBRARY_ERRORS, PostgresStore, translate
+from lisguard.store.postgres.errors import LIBRARY_ERRORS, translate
+from lisguard.store.postgres.store import PostgresStore
 from lisguard.store.records import StoreError
 
 
@@ -35,6 +36,8 @@ def grant_statements(schema: str, app_role: str, retention_role: str) -> list[st
         f"GRANT USAGE ON SCHEMA {s} TO {app}, {ret}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {app}",
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {app}, {ret}",
+        # the ingest functions (migration 0011; PUBLIC has EXECUTE unless a DBA revoked it)
+        f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {app}",
         # the audit log: appended to and read, never changed by the service
         f"REVOKE UPDATE, DELETE, TRUNCATE ON {audit} FROM {app}",
         # what decides who may purge, and the schema's history: the owner's only

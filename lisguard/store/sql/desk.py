@@ -80,6 +80,16 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
         return [self._record(r) for r in rows]
 
     async def collapse(self, tx: Any, alert_id: str, lead_id: str, at: datetime) -> int:
+        if self._pg:  # one round trip: both rows in one statement
+            rows = await self._exec(
+                tx,
+                "WITH folded AS (UPDATE alerts SET status = 'collapsed', lead_id = ?"
+                " WHERE id = ?) UPDATE alerts SET repeat_count = repeat_count + 1,"
+                " last_repeat_at = ? WHERE id = ? RETURNING repeat_count",
+                (lead_id, alert_id, self._stamp(at), lead_id),
+                "collapse",
+            )
+            return int(rows[0][0]) if rows else 0
         await self._exec(
             tx,
             "UPDATE alerts SET status = 'collapsed', lead_id = ? WHERE id = ?",

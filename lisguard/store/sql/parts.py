@@ -45,6 +45,7 @@ class SqlPart:
         """A statement inside `tx` (a backend transaction); returns any rows."""
         conn = tx._conn
         if self._pg:
+            await tx.flush()  # the unit's buffered writes first (postgres.store)
             text = self._sql(sql)
             rows: list[Any] = await tx._run(lambda: conn.fetch(text, *params), doing)
             return rows
