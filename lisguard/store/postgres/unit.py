@@ -95,10 +95,13 @@ class PostgresTransaction:
         self._states: dict[str, str] = {}  # buffered patient states, by key
         self._message: tuple[Any, ...] | None = None  # the buffered message: id, then its row
         self._read_keys: set[str] = set()
+        # the desk's last routing read (sql/desk.py), valid until the next statement
+        self.routing_read: tuple[tuple[str, str], list[Any]] | None = None
 
     async def _run(self, step: Callable[[], Awaitable[T]], doing: str) -> T:
         if self.finished:
             raise StoreError("the transaction is finished")
+        self.routing_read = None  # a statement may change what it read
         try:
             return await step()
         except Exception as exc:

@@ -24,6 +24,19 @@ from lisguard.store.sql.outbox import SqlOutbox
 _SNOOZE = "id, patient_key, rule, reason, created_by, created_at, expires_at, lifted_by, lifted_at"
 
 
+# PostgreSQL: find_snooze's row and every open lead of the patient and rule (locked; open_leads
+# keeps those since its window), as arrays of rows: one round trip where there were two
+_ROUTING_READ = (
+    f"WITH s AS (SELECT {_SNOOZE} FROM snoozes WHERE patient_key = ? AND rule = ?"
+    " AND lifted_at IS NULL AND created_at <= ? AND expires_at > ?"
+    " ORDER BY expires_at DESC LIMIT 1),"
+    f" l AS (SELECT {_ALERT}, seq FROM alerts WHERE patient_key = ? AND rule = ?"
+    " AND lead_id IS NULL AND status IN (?, ?) FOR UPDATE)"
+    " SELECT (SELECT array_agg(s) FROM s),"
+    " (SELECT array_agg(l ORDER BY l.created_at DESC, l.seq DESC) FROM l)"
+)
+
+
 class SqlDesk(SqlOutbox, SqlAlertReads):
     """The alert desk over either SQL backend (plumbing in lisguard.store.sql.parts)."""
 
@@ -56,6 +69,16 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
         self, tx: Any, patient_key: str, rule: str, at: datetime
     ) -> Snooze | None:
         when = self._stamp(at)
+        if self._pg:  # routing asks for the open leads next: both in one round trip
+            rows = await self._exec(
+                tx,
+                _ROUTING_READ,
+                (patient_key, rule, when, when, patient_key, rule, *UNRESOLVED),
+                "find_snooze",
+            )
+            snoozes, leads = rows[0]
+            tx.routing_read = ((patient_key, rule), leads or [])
+            return self._snooze(snoozes[0]) if snoozes else None
         rows = await self._exec(
             tx,
             f"SELECT {_SNOOZE} FROM snoozes WHERE patient_key = ? AND rule = ?"
@@ -69,6 +92,11 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
     async def open_leads(
         self, tx: Any, patient_key: str, rule: str, since: datetime
     ) -> list[AlertRecord]:
+        read = getattr(tx, "routing_read", None)  # by find_snooze, no statement since
+        if read is not None and read[0] == (patient_key, rule):
+            tx.routing_read = None
+            leads = [self._record(r) for r in read[1]]
+            return [lead for lead in leads if lead.created_at >= since]
         rows = await self._exec(
             tx,
             f"SELECT {_ALERT} FROM alerts WHERE patient_key = ? AND rule = ?"
