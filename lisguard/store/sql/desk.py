@@ -24,14 +24,22 @@ from lisguard.store.sql.outbox import SqlOutbox
 _SNOOZE = "id, patient_key, rule, reason, created_by, created_at, expires_at, lifted_by, lifted_at"
 
 
+# the snooze in force for a patient and rule at a time (parameters: patient, rule, at, at)
+_ACTIVE_SNOOZE = (
+    f"SELECT {_SNOOZE} FROM snoozes WHERE patient_key = ? AND rule = ?"
+    " AND lifted_at IS NULL AND created_at <= ? AND expires_at > ?"
+    " ORDER BY expires_at DESC LIMIT 1"
+)
+# open alerts that lead no one (parameters: patient, rule, then UNRESOLVED's two statuses)
+_OPEN_LEADS = (
+    "FROM alerts WHERE patient_key = ? AND rule = ? AND lead_id IS NULL AND status IN (?, ?)"
+)
+
 # PostgreSQL: find_snooze's row and every open lead of the patient and rule (locked; open_leads
 # keeps those since its window), as arrays of rows: one round trip where there were two
 _ROUTING_READ = (
-    f"WITH s AS (SELECT {_SNOOZE} FROM snoozes WHERE patient_key = ? AND rule = ?"
-    " AND lifted_at IS NULL AND created_at <= ? AND expires_at > ?"
-    " ORDER BY expires_at DESC LIMIT 1),"
-    f" l AS (SELECT {_ALERT}, seq FROM alerts WHERE patient_key = ? AND rule = ?"
-    " AND lead_id IS NULL AND status IN (?, ?) FOR UPDATE)"
+    f"WITH s AS ({_ACTIVE_SNOOZE}),"
+    f" l AS (SELECT {_ALERT}, seq {_OPEN_LEADS} FOR UPDATE)"
     " SELECT (SELECT array_agg(s) FROM s),"
     " (SELECT array_agg(l ORDER BY l.created_at DESC, l.seq DESC) FROM l)"
 )
@@ -81,9 +89,7 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
             return self._snooze(snoozes[0]) if snoozes else None
         rows = await self._exec(
             tx,
-            f"SELECT {_SNOOZE} FROM snoozes WHERE patient_key = ? AND rule = ?"
-            " AND lifted_at IS NULL AND created_at <= ? AND expires_at > ?"
-            " ORDER BY expires_at DESC LIMIT 1",
+            _ACTIVE_SNOOZE,
             (patient_key, rule, when, when),
             "find_snooze",
         )
@@ -99,8 +105,7 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
             return [lead for lead in leads if lead.created_at >= since]
         rows = await self._exec(
             tx,
-            f"SELECT {_ALERT} FROM alerts WHERE patient_key = ? AND rule = ?"
-            " AND lead_id IS NULL AND status IN (?, ?) AND created_at >= ?"
+            f"SELECT {_ALERT} {_OPEN_LEADS} AND created_at >= ?"
             f" ORDER BY created_at DESC, {self._tiebreak} DESC{self._lock}",
             (patient_key, rule, *UNRESOLVED, self._stamp(since)),
             "open_leads",
