@@ -85,7 +85,11 @@ class AlertRouting:
     ) -> list[AuditEvent]:
         """Snooze, collapse or queue each new alert; returns the audit events to append."""
         events: list[AuditEvent] = []
+        # the message's alerts are all stored before the first is routed: one not yet routed
+        # is no lead (else the first would fold into the second, the second into the third)
+        unrouted = {a.id for a in alerts}
         for alert in alerts:
+            unrouted.discard(alert.id)
             rule = alert.rule.value
             snooze = await desk.find_snooze(tx, alert.patient_key, rule, now)
             if snooze is not None:
@@ -93,7 +97,7 @@ class AlertRouting:
                 detail = {"rule": rule, "patient": alert.patient_key, "snooze": snooze.id}
                 events.append(AuditEvent("alert.snoozed", now, subject=alert.id, detail=detail))
                 continue
-            lead = await self._lead(desk, tx, alert, now)
+            lead = await self._lead(desk, tx, alert, now, unrouted)
             if lead is not None:
                 count = await desk.collapse(tx, alert.id, lead, now)
                 detail = {"rule": rule, "patient": alert.patient_key, "lead": lead, "count": count}
@@ -104,7 +108,9 @@ class AlertRouting:
                 await desk.add_outbox(tx, alert.id, channels, now)
         return events
 
-    async def _lead(self, desk: DeskStore, tx: Any, alert: Alert, now: datetime) -> str | None:
+    async def _lead(
+        self, desk: DeskStore, tx: Any, alert: Alert, now: datetime, unrouted: set[str]
+    ) -> str | None:
         if self.collapse_window <= timedelta(0):
             return None
         since = now - self.collapse_window
@@ -112,6 +118,7 @@ class AlertRouting:
         for lead in await desk.open_leads(tx, alert.patient_key, alert.rule.value, since):
             if (
                 lead.alert.id != alert.id
+                and lead.alert.id not in unrouted
                 and lead.alert.processing_id == alert.processing_id
                 and sorted(lead.alert.recommendations) == wanted
             ):

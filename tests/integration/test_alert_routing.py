@@ -156,3 +156,80 @@ async def test_without_channels_no_outbox_rows(store: Store, kb: KnowledgeBase) 
     await ing.ingest(DOSE.format(mrn="MRN6").encode())
     [a] = await screen(ing, "MRN6", "TS1")
     assert await store.desk.deliveries(a) == []
+
+
+# one order message for several tests of one patient: an alert each, routed in turn
+ORDERS = (
+    "MSH|^~\\&|LAB|HOSP|LISGUARD|BB|20260302081500||ORM^O01|{cid}|P|2.5.1\r"
+    "PID|1||{mrn}^^^HOSP^MR||DOE^JANE\r"
+    "PV1|1|O|4W\r"
+) + "".join(
+    f"ORC|NW|{{o{i}}}\rOBR|{i}|{{o{i}}}||890-4^Antibody screen^LN|||20260302081000\r"
+    for i in (1, 2, 3)
+)
+
+
+async def orders(ing: Ingestor, mrn: str, *ids: str) -> list[str]:
+    text = ORDERS.format(mrn=mrn, cid=f"C-{ids[0]}", o1=ids[0], o2=ids[1], o3=ids[2])
+    result = await ing.ingest(text.encode())
+    assert result.outcome == "accepted", result.error
+    return [a.id for a in result.alerts]
+
+
+async def test_alerts_of_one_message_collapse_into_its_first_and_count_on(
+    store: Store, kb: KnowledgeBase
+) -> None:
+    """The second and third alert of a message see the first as a lead (on PostgreSQL routing
+    reads what the alert write answered and keeps it in step with its own writes)."""
+    clock = Clock()
+    ing = ingestor(store, kb, clock)
+    await ing.ingest(DOSE.format(mrn="MRN7").encode())
+    lead, second, third = await orders(ing, "MRN7", "TS1", "TS2", "TS3")
+    record = await store.desk.get(lead)
+    assert record is not None and (record.status, record.repeat_count) == ("open", 3)
+    assert record.last_repeat_at == T0
+    for repeat in (second, third):
+        r = await store.desk.get(repeat)
+        assert r is not None and (r.status, r.lead_id) == ("collapsed", lead)
+        assert await store.desk.deliveries(repeat) == []
+    assert [d.channel for d in await store.desk.deliveries(lead)] == ["hl7", "webhook"]
+    collapsed = [e.event for e in await store.list_audit() if e.event.kind == "alert.collapsed"]
+    assert [(e.subject, e.detail["count"]) for e in collapsed] == [(second, 2), (third, 3)]
+
+    clock.now += timedelta(hours=1)  # a later message: into the same lead, counted on
+    more = await orders(ing, "MRN7", "TS4", "TS5", "TS6")
+    record = await store.desk.get(lead)
+    assert record is not None and record.repeat_count == 6
+    assert record.last_repeat_at == T0 + timedelta(hours=1)
+    collapsed = [e.event for e in await store.list_audit() if e.event.kind == "alert.collapsed"]
+    assert [e.detail["count"] for e in collapsed][-3:] == [4, 5, 6]
+    assert {(await store.desk.get(x)).lead_id for x in more} == {lead}  # type: ignore[union-attr]
+
+
+async def test_a_snooze_holds_back_every_alert_of_a_message_and_a_resolved_lead_is_not_one(
+    store: Store, kb: KnowledgeBase
+) -> None:
+    clock = Clock()
+    ing = ingestor(store, kb, clock)
+    await ing.ingest(DOSE.format(mrn="MRN8").encode())
+    [old] = await screen(ing, "MRN8", "TS0")
+    await store.desk.resolve(old, by="tech", at=T0, resolution="done")
+    snooze = await store.desk.add_snooze(
+        "MRN8^HOSP",
+        "bb-serology",
+        by="jsmith",
+        at=T0,
+        expires_at=T0 + timedelta(hours=1),
+        reason="same episode",
+    )
+    held = await orders(ing, "MRN8", "TS1", "TS2", "TS3")
+    for alert_id in held:
+        r = await store.desk.get(alert_id)
+        assert r is not None and (r.status, r.snooze_id, r.lead_id) == ("snoozed", snooze.id, None)
+        assert await store.desk.deliveries(alert_id) == []
+
+    clock.now += timedelta(hours=2)  # the snooze is over; the resolved alert leads no one
+    lead, second, _ = await orders(ing, "MRN8", "TS4", "TS5", "TS6")
+    assert (await store.desk.get(lead)).status == "open"  # type: ignore[union-attr]
+    assert (await store.desk.get(second)).lead_id == lead  # type: ignore[union-attr]
+    assert (await store.desk.get(old)).repeat_count == 1  # type: ignore[union-attr]
