@@ -15,6 +15,9 @@
   identifier's survivor, known only once the retired record is read: two messages that race to
   merge the same pair the other way round can deadlock that way, and one of them is answered
   AR (resend later). Linked records, only read, are loaded with lock=False.
+- A new alert's open leads (same patient and rule) are locked FOR UPDATE by the alert write
+  that answers routing's read (postgres/routing.py, migration 0012), after the patient locks;
+  a technologist's action on such a lead waits for the message's COMMIT.
 - Errors: connection loss, refused connections, timeouts, shutdown, disk full, read-only
   server -> StoreUnavailable; other server errors (constraint, deadlock) -> StoreError.
 """

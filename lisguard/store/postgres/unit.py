@@ -1,7 +1,8 @@
 """One unit of work on one pooled connection (PostgresStore.transaction), in as few round trips
 as its steps allow: the message key and the patients are locked and read in one call
 (lisguard_find_message, migration 0011), and the unit's writes go in one call
-(lisguard_write) with its alerts or its audit events."""
+(lisguard_write, migration 0012) with its alerts or its audit events; the alert write also
+answers routing's read, and routing's writes wait for the next call (postgres/routing.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from lisguard.domain.alerts import Alert
 from lisguard.domain.facts import MessageKey
 from lisguard.domain.patient import PatientState
 from lisguard.store.codec import chain_rows, load_patient, message_row, utc
+from lisguard.store.desk import UNRESOLVED
 from lisguard.store.postgres import live as pg_live
 from lisguard.store.postgres.errors import LIBRARY_ERRORS, translate
+from lisguard.store.postgres.routing import RoutingBuffer
 from lisguard.store.records import AuditEvent, NewMessage, StoredMessage, StoreError
 from lisguard.store.sql.parts import AUDIT_CHAIN_LOCK
 
@@ -95,13 +98,13 @@ class PostgresTransaction:
         self._states: dict[str, str] = {}  # buffered patient states, by key
         self._message: tuple[Any, ...] | None = None  # the buffered message: id, then its row
         self._read_keys: set[str] = set()
-        # the desk's last routing read (sql/desk.py), valid until the next statement
-        self.routing_read: tuple[tuple[str, str], list[Any]] | None = None
+        # routing's read, answered by the alert write, and its buffered writes (sql/desk.py)
+        self.routing = RoutingBuffer()
 
     async def _run(self, step: Callable[[], Awaitable[T]], doing: str) -> T:
         if self.finished:
             raise StoreError("the transaction is finished")
-        self.routing_read = None  # a statement may change what it read
+        self.routing.forget()  # a statement may change what the alert write answered
         try:
             return await step()
         except Exception as exc:
@@ -219,9 +222,11 @@ class PostgresTransaction:
                 strict=True,
             ):
                 column.append(value)
-        inserted, _, _ = await self._write(
-            "add_alerts", alerts=(*columns, utc(created_at), message_id)
-        )
+        row = await self._write("add_alerts", alerts=(*columns, utc(created_at), message_id))
+        inserted = list(row["inserted"])
+        new = set(inserted)
+        pairs = [(a.patient_key, a.rule.value) for a in alerts if a.id in new]
+        self.routing.learn(created_at, pairs, row["in_force"], row["leads"])
         return inserted
 
     async def notify_changed(self, alert_ids: Sequence[str]) -> None:
@@ -243,18 +248,19 @@ class PostgresTransaction:
         key, store = self._store.audit_key, self._store
         guess = store.audit_last if store.audit_known else _UNKNOWN_HASH
         rows = chain_rows(store.audit_last, events, utc, key)
-        _, last, audited = await self._write("add_audit", audit=rows, expected=guess)
-        if not audited:
+        row = await self._write("add_audit", audit=rows, expected=guess)
+        if not row["audited"]:
+            last = row["audit_last"]
             rows = chain_rows(last, events, utc, key)
-            _, last, audited = await self._write("add_audit", audit=rows, expected=last)
-            if not audited:  # cannot happen while the lock is held: a bug, not bad luck
+            row = await self._write("add_audit", audit=rows, expected=last)
+            if not row["audited"]:  # cannot happen while the lock is held: a bug, not bad luck
                 self.failed = True
                 raise StoreError("audit chain moved while its lock was held")
         self.audit_tail = rows[-1][-1]
 
     async def flush(self) -> None:
-        """Send the buffered patient states and message, if any."""
-        if self._states or self._message is not None:
+        """Send the buffered patient states, message and routing writes, if any."""
+        if self._states or self._message is not None or self.routing.pending:
             await self._write("flush")
 
     async def _write(
@@ -264,7 +270,8 @@ class PostgresTransaction:
         alerts: tuple[Any, ...] | None = None,
         audit: Sequence[tuple[Any, ...]] = (),
         expected: str | None = None,
-    ) -> tuple[list[str], str | None, bool]:
+    ) -> Any:
+        """One lisguard_write with everything buffered; its row (migration 0012)."""
         states, self._states = self._states, {}
         message, self._message = self._message, None
         if message is None:
@@ -275,6 +282,7 @@ class PostgresTransaction:
         for event in audit:
             for column, value in zip(trail, event, strict=True):
                 column.append(value)
+        holds, held_by, folds, leads, folded_at, queued, channels, queued_at = self.routing.take()
         row = await self._run(
             partial(
                 self._conn.fetchrow,
@@ -293,14 +301,23 @@ class PostgresTransaction:
                 AUDIT_CHAIN_LOCK,
                 expected,
                 *trail,
+                list(UNRESOLVED),
+                holds,
+                held_by,
+                folds,
+                leads,
+                [utc(t) for t in folded_at],
+                queued,
+                channels,
+                [utc(t) for t in queued_at],
             ),
             doing,
         )
-        return list(row["inserted"]), row["audit_last"], bool(row["audited"])
+        return row
 
 
 # never a hash: the server answers the real last hash (an empty chain's is NULL)
 _UNKNOWN_HASH = "unknown"
 
-# lisguard_write's 36 parameters (migration 0011), in its order
-_WRITE = "SELECT * FROM lisguard_write(" + ", ".join(f"${i}" for i in range(1, 37)) + ")"
+# lisguard_write's 45 parameters (migration 0012), in its order
+_WRITE = "SELECT * FROM lisguard_write(" + ", ".join(f"${i}" for i in range(1, 46)) + ")"

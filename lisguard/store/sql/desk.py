@@ -35,15 +35,6 @@ _OPEN_LEADS = (
     "FROM alerts WHERE patient_key = ? AND rule = ? AND lead_id IS NULL AND status IN (?, ?)"
 )
 
-# PostgreSQL: find_snooze's row and every open lead of the patient and rule (locked; open_leads
-# keeps those since its window), as arrays of rows: one round trip where there were two
-_ROUTING_READ = (
-    f"WITH s AS ({_ACTIVE_SNOOZE}),"
-    f" l AS (SELECT {_ALERT}, seq {_OPEN_LEADS} FOR UPDATE)"
-    " SELECT (SELECT array_agg(s) FROM s),"
-    " (SELECT array_agg(l ORDER BY l.created_at DESC, l.seq DESC) FROM l)"
-)
-
 
 class SqlDesk(SqlOutbox, SqlAlertReads):
     """The alert desk over either SQL backend (plumbing in lisguard.store.sql.parts)."""
@@ -76,32 +67,19 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
     async def find_snooze(
         self, tx: Any, patient_key: str, rule: str, at: datetime
     ) -> Snooze | None:
+        view = tx.routing.view(patient_key, rule) if self._pg else None
+        if view is not None and view.at == at:  # the alert write's answer (postgres/routing.py)
+            return None if view.snooze is None else self._snooze(view.snooze)
         when = self._stamp(at)
-        if self._pg:  # routing asks for the open leads next: both in one round trip
-            rows = await self._exec(
-                tx,
-                _ROUTING_READ,
-                (patient_key, rule, when, when, patient_key, rule, *UNRESOLVED),
-                "find_snooze",
-            )
-            snoozes, leads = rows[0]
-            tx.routing_read = ((patient_key, rule), leads or [])
-            return self._snooze(snoozes[0]) if snoozes else None
-        rows = await self._exec(
-            tx,
-            _ACTIVE_SNOOZE,
-            (patient_key, rule, when, when),
-            "find_snooze",
-        )
+        rows = await self._exec(tx, _ACTIVE_SNOOZE, (patient_key, rule, when, when), "find_snooze")
         return self._snooze(rows[0]) if rows else None
 
     async def open_leads(
         self, tx: Any, patient_key: str, rule: str, since: datetime
     ) -> list[AlertRecord]:
-        read = getattr(tx, "routing_read", None)  # by find_snooze, no statement since
-        if read is not None and read[0] == (patient_key, rule):
-            tx.routing_read = None
-            leads = [self._record(r) for r in read[1]]
+        view = tx.routing.view(patient_key, rule) if self._pg else None
+        if view is not None:  # locked by the alert write, counted with this unit's repeats
+            leads = [self._record(row, count) for row, count in view.leads]
             return [lead for lead in leads if lead.created_at >= since]
         rows = await self._exec(
             tx,
@@ -113,8 +91,11 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
         return [self._record(r) for r in rows]
 
     async def collapse(self, tx: Any, alert_id: str, lead_id: str, at: datetime) -> int:
-        if self._pg:  # one round trip: both rows in one statement
-            rows = await self._exec(
+        if self._pg:
+            count = tx.routing.collapse(alert_id, lead_id, at)  # buffered, if the lead's known
+            if count is not None:
+                return int(count)
+            rows = await self._exec(  # one round trip: both rows in one statement
                 tx,
                 "WITH folded AS (UPDATE alerts SET status = 'collapsed', lead_id = ?"
                 " WHERE id = ?) UPDATE alerts SET repeat_count = repeat_count + 1,"
@@ -139,6 +120,9 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
         return int(rows[0][0]) if rows else 0
 
     async def hold_back(self, tx: Any, alert_id: str, snooze_id: int) -> None:
+        if self._pg:  # sent with the unit's next write
+            tx.routing.hold_back(alert_id, snooze_id)
+            return
         await self._exec(
             tx,
             "UPDATE alerts SET status = 'snoozed', snooze_id = ? WHERE id = ?",
@@ -149,6 +133,9 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
     async def add_outbox(
         self, tx: Any, alert_id: str, channels: Sequence[str], at: datetime
     ) -> None:
+        if self._pg:  # sent with the unit's next write
+            tx.routing.add_outbox(alert_id, channels, at)
+            return
         when = self._stamp(at)
         for channel in channels:
             await self._exec(

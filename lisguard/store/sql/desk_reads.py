@@ -78,14 +78,15 @@ class SqlAlertReads(SqlPart):
             else f"coalesce(json_extract(payload, '$.audience'), {_RULE_AUDIENCE})"
         )
 
-    def _record(self, r: Any) -> AlertRecord:
+    def _record(self, r: Any, count: int | None = None) -> AlertRecord:
+        """A row of ALERT_COLUMNS; `count`: the repeat count as the unit leaves it, if known."""
         return AlertRecord(
             alert=load_alert(r[0], r[4]),
             message_id=int(r[1]),
             created_at=self._parse(r[2]),
             status=r[3],
             lead_id=r[5],
-            repeat_count=int(r[6]),
+            repeat_count=int(r[6]) if count is None else count,
             last_repeat_at=self._time(r[7]),
             acknowledged_by=r[8],
             acknowledged_at=self._time(r[9]),
