@@ -150,3 +150,37 @@ async def test_a_lead_the_alert_write_answered_stays_locked_until_commit(
         assert record is not None and (record.status, record.lead_id) == ("collapsed", lead.id)
     finally:
         await store.close()
+
+
+async def test_after_another_statement_routing_reads_the_database_and_sees_its_writes(
+    pg: PostgresBackend,
+) -> None:
+    """A statement between the alert write and routing forgets the answer: the desk reads the
+    database instead, after the buffered writes are sent, and routes the same."""
+    store = pg.make()
+    await store.open()
+    try:
+        lead, second, third = (make_alert(order=o) for o in ("ORD1", "ORD2", "ORD3"))
+        async with store.transaction() as tx:
+            await tx.find_message(MessageKey("LAB", "HOSP", "C1"))
+            first = await tx.add_message(msg("C1"))
+            await tx.add_alerts([lead], message_id=first, created_at=T0)
+        routing = AlertRouting(channels=(ChannelRoute("webhook"),))
+        async with store.transaction() as tx:
+            await tx.find_message(MessageKey("LAB", "HOSP", "C2"))
+            message_id = await tx.add_message(msg("C2"))
+            await tx.add_alerts([second, third], message_id=message_id, created_at=T0)
+            await tx.load_patients(["elsewhere^HOSP"], lock=False)  # a statement: forgotten
+            events = await routing.route(store.desk, tx, [second, third], T0)
+            await tx.add_audit(events)
+        assert [(e.kind, e.detail["count"]) for e in events] == [
+            ("alert.collapsed", 2),
+            ("alert.collapsed", 3),
+        ]
+        record = await store.desk.get(lead.id)
+        assert record is not None and (record.status, record.repeat_count) == ("open", 3)
+        for repeat in (second, third):
+            r = await store.desk.get(repeat.id)
+            assert r is not None and (r.status, r.lead_id) == ("collapsed", lead.id)
+    finally:
+        await store.close()
