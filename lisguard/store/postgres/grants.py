@@ -9,9 +9,10 @@ Three roles, which the DBA creates (with passwords) beforehand:
   events and empty old raw messages.
 
 The statements below run as the owner, on the schema the store URL's search_path names. Run
-them again after an upgrade that adds tables or functions. Migration 0008's trigger enforces the same on
-audit_events for anyone who is not its owner or a superuser - who can always disable a trigger:
-against them the keyed chain and the anchors outside the database are what detect changes.
+them again after an upgrade that adds tables or functions. Migration 0008's trigger enforces the
+same on audit_events for anyone who is not its owner or a superuser - who can always disable a
+trigger: against them the keyed chain and the anchors outside the database are what detect
+changes.
 """
 
 from __future__ import annotations

@@ -101,6 +101,12 @@ class PostgresTransaction:
         # routing's read, answered by the alert write, and its buffered writes (sql/desk.py)
         self.routing = RoutingBuffer()
 
+    def routing_writes(self) -> RoutingBuffer:
+        """Where routing's writes wait for the unit's next write (a finished unit refuses)."""
+        if self.finished:
+            raise StoreError("the transaction is finished")
+        return self.routing
+
     async def _run(self, step: Callable[[], Awaitable[T]], doing: str) -> T:
         if self.finished:
             raise StoreError("the transaction is finished")

@@ -92,7 +92,8 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
 
     async def collapse(self, tx: Any, alert_id: str, lead_id: str, at: datetime) -> int:
         if self._pg:
-            count = tx.routing.collapse(alert_id, lead_id, at)  # buffered, if the lead's known
+            # buffered when the alert write answered the lead (and so its count)
+            count = tx.routing_writes().collapse(alert_id, lead_id, at)
             if count is not None:
                 return int(count)
             rows = await self._exec(  # one round trip: both rows in one statement
@@ -121,7 +122,7 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
 
     async def hold_back(self, tx: Any, alert_id: str, snooze_id: int) -> None:
         if self._pg:  # sent with the unit's next write
-            tx.routing.hold_back(alert_id, snooze_id)
+            tx.routing_writes().hold_back(alert_id, snooze_id)
             return
         await self._exec(
             tx,
@@ -134,7 +135,7 @@ class SqlDesk(SqlOutbox, SqlAlertReads):
         self, tx: Any, alert_id: str, channels: Sequence[str], at: datetime
     ) -> None:
         if self._pg:  # sent with the unit's next write
-            tx.routing.add_outbox(alert_id, channels, at)
+            tx.routing_writes().add_outbox(alert_id, channels, at)
             return
         when = self._stamp(at)
         for channel in channels:
